@@ -1,0 +1,32 @@
+"""Where runs are stored: the default local sqlite store under ./mlruns, and URI resolution.
+
+MLflow 3 refuses a plain file store, so the default is `sqlite:///<abs>/mlruns/mlflow.db` with
+artifacts under `<abs>/mlruns/artifacts`. `--tracking-uri`, the sweep's `tracking.uri` or
+MLFLOW_TRACKING_URI override it, in that order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_ROOT = "mlruns"
+
+
+def default_root(cwd: str | Path | None = None) -> Path:
+    return (Path(cwd or os.getcwd()) / DEFAULT_ROOT).resolve()
+
+
+def default_tracking_uri(root: str | Path | None = None) -> str:
+    root = Path(root).resolve() if root else default_root()
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def default_artifact_location(root: str | Path | None = None) -> str:
+    root = Path(root).resolve() if root else default_root()
+    return (root / "artifacts").as_uri()
+
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """CLI/YAML value, else MLFLOW_TRACKING_URI, else the local sqlite store under ./mlruns."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
