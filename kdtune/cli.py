@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from kdtune.errors import UsageError
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"kdtune: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `kdtune ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""`kdtune sweep SWEEP.yaml [--set key=value ...] [--dry-run] [--resume]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="sweep YAML file (see sweeps/)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a YAML value, e.g. --set fixed.epochs=1 --set grid.seed=[1,2]")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the expanded grid; run nothing")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep (the default behaviour: finished trials are always skipped)")
+    p.add_argument("--rerun-failed", action="store_true", help="run trials whose last run FAILED again")
+    p.add_argument("--force", action="store_true", help="run every trial again (old runs are marked superseded)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    p.add_argument("--storage", help="folder for teachers, checkpoints and Ray results (default: ./mlruns)")
+    p.add_argument("--address", help="Ray cluster address (ray://host:port or auto); default: a local Ray")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kdtune.config import load_sweep
+
+    spec = load_sweep(args.sweep, args.sets)
+    if args.dry_run:
+        from kdtune.sweep import describe
+
+        describe(spec)
+        return 0
+    from kdtune.sweep import run_sweep
+
+    outcome = run_sweep(spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
+                        rerun_failed=args.rerun_failed, force=args.force)
+    print(f"\nparent run {outcome.parent_run_id}: {outcome.finished} finished, {outcome.failed} failed, "
+          f"{outcome.early_stopped} early-stopped, {len(outcome.skipped)} skipped")
+    return 0 if outcome.ok else 1

@@ -1,0 +1,442 @@
+"""Trial and sweep configuration: plain dataclasses, YAML loading, validation, grid expansion.
+
+A sweep YAML owns the experiment; this module turns it into a list of fully resolved
+`TrialConfig`s, each identified by `config_hash` (a hash of every field that can change a result).
+Every check here runs before any work starts and raises `UsageError` with one line naming the
+file, the key path and what is allowed.
+
+    name: table2                      # sweep name (the MLflow parent run)
+    tracking: {uri: ..., experiment: ...}
+    fixed: {base_model: xlm-roberta-base, epochs: 30}
+    grid: {dataset: [massive, tsm], init: [teacher, base, scratch], kd: [false, true]}
+    overrides: [{match: {dataset: tsm}, set: {eval_steps: 500}}]
+    resources: {cpu: 4, gpu: 1}
+    max_concurrent: 4
+    scheduler: {type: asha, grace_period: 2}
+    max_failures: 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdtune.errors import UsageError
+
+DATASETS = ("massive", "tsm", "synthetic")
+INITS = ("teacher", "base", "scratch")
+PARTITIONS = ("all", "seen", "unseen", "english")
+LAYER_MAPS = ("paper", "distilbert", "first", "last", "uniform")
+HEAD_MODES = ("keep_heads", "keep_head_dim")
+HIDDEN_MATCH = ("select", "linear", "skip")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One student training: everything that decides its result, nothing else."""
+
+    # data
+    dataset: str = "massive"
+    data_dir: str | None = None  # where the files are; not part of the hash
+    train_partition: str = "all"
+    eval_partition: str = "all"  # test languages
+    teacher_partition: str | None = None  # teacher's training languages; None = train_partition
+    fraction: float = 1.0
+    max_length: int = 128
+    # student
+    base_model: str = "xlm-roberta-base"  # hub name, local dir, or preset:NAME (offline)
+    init: str = "teacher"
+    layers: int | None = None  # None: half the teacher's layers
+    hidden: int | None = None  # None: the teacher's hidden size
+    layer_map: str | tuple[int, ...] = "paper"
+    head_mode: str = "keep_heads"
+    # loss
+    kd: bool = True
+    w_att: float = 1.0
+    w_hid: float = 1.0
+    w_emb: float = 1.0
+    w_pred: float = 1.0
+    w_clf: float = 1.0
+    hidden_match: str = "select"
+    # optimisation (transformers' defaults unless the paper says otherwise)
+    seed: int = 1
+    epochs: float = 30
+    max_steps: int | None = None
+    batch_size: int = 8  # transformers' default per-device batch size, as the paper used
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    eval_steps: int = 5000
+    log_steps: int = 50
+    group_by_length: bool = True
+    precision: str = "auto"
+    # teacher stage (fine-tuned once per distinct teacher key, best of teacher_seeds by val F1)
+    teacher_epochs: float = 30
+    teacher_max_steps: int | None = None
+    teacher_lr: float = 5e-5
+    teacher_batch_size: int = 8
+    teacher_eval_steps: int = 5000
+    teacher_seeds: tuple[int, ...] = (1,)
+    # outputs
+    save_model: bool = False
+
+    @property
+    def resolved_teacher_partition(self) -> str:
+        return self.teacher_partition or self.train_partition
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @property
+    def config_hash(self) -> str:
+        return stable_hash({k: v for k, v in self.to_dict().items() if k not in UNHASHED})
+
+    @property
+    def teacher_key(self) -> str:
+        """Content key of the teacher this trial distils from (and copies from, for init=teacher)."""
+        return stable_hash(self.teacher_fields())
+
+    def teacher_fields(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "base_model": self.base_model,
+            "partition": self.resolved_teacher_partition,
+            "max_length": self.max_length,
+            "epochs": self.teacher_epochs,
+            "max_steps": self.teacher_max_steps,
+            "lr": self.teacher_lr,
+            "batch_size": self.teacher_batch_size,
+            "eval_steps": self.teacher_eval_steps,
+            "seeds": list(self.teacher_seeds),
+            "weight_decay": self.weight_decay,
+            "warmup_ratio": self.warmup_ratio,
+            "precision": self.precision,
+        }
+
+    @property
+    def needs_teacher(self) -> bool:
+        # The teacher also supplies the label set and architecture for every init, and its test
+        # score is logged beside every student, so every trial has one.
+        return True
+
+    @property
+    def run_name(self) -> str:
+        """Readable child-run name, e.g. massive/teacher/L6/h768/kd/all-all/data100%/s1."""
+        layers = f"L{self.layers}" if self.layers else "L/2"
+        hidden = f"h{self.hidden}" if self.hidden else "hT"
+        part = f"{self.train_partition}-{self.eval_partition}"
+        if self.teacher_partition and self.teacher_partition != self.train_partition:
+            part = f"T{self.teacher_partition}-{part}"
+        name = f"{self.dataset}/{self.init}/{layers}/{hidden}/{'kd' if self.kd else 'nonkd'}"
+        name += f"/{part}/data{self.fraction * 100:g}%/s{self.seed}"
+        return name + ("/copy-only" if self.epochs == 0 else "")
+
+
+UNHASHED = frozenset({"data_dir", "save_model"})
+TRIAL_FIELDS = {f.name: f for f in fields(TrialConfig)}
+
+
+def stable_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Resources:
+    cpu: float = 1
+    gpu: float = 0
+
+
+@dataclass
+class Scheduler:
+    type: str = "asha"
+    grace_period: int = 1  # in evaluation reports
+    reduction_factor: float = 3
+    max_t: int = 100
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    source: str  # the YAML text as given, logged as an artifact
+    path: str
+    trials: list[TrialConfig]
+    experiment: str
+    tracking_uri: str | None = None
+    storage: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    max_concurrent: int = 0  # 0: as many as resources allow
+    scheduler: Scheduler | None = None
+    max_failures: int = 0
+    description: str = ""
+    overrides_applied: list[str] = field(default_factory=list)
+
+    @property
+    def teacher_trials(self) -> dict[str, TrialConfig]:
+        """One representative trial per distinct teacher the grid needs."""
+        out: dict[str, TrialConfig] = {}
+        for t in self.trials:
+            out.setdefault(t.teacher_key, t)
+        return out
+
+
+SWEEP_KEYS = {
+    "name": str,
+    "description": str,
+    "tracking": dict,
+    "storage": str,
+    "fixed": dict,
+    "grid": dict,
+    "overrides": list,
+    "resources": dict,
+    "max_concurrent": int,
+    "scheduler": (dict, type(None)),
+    "max_failures": int,
+}
+TRACKING_KEYS = {"uri": (str, type(None)), "experiment": str}
+RESOURCE_KEYS = {"cpu": (int, float), "gpu": (int, float)}
+SCHEDULER_KEYS = {"type": str, "grace_period": int, "reduction_factor": (int, float), "max_t": int}
+
+
+def load_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Read, override (`--set key=value`), validate and expand a sweep YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: sweep file not found")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    for item in sets:
+        apply_set(raw, item, path)
+    return parse_sweep(raw, text=text, path=str(path))
+
+
+def apply_set(raw: dict, item: str, path: Path | str) -> None:
+    """`fixed.epochs=1` -> raw['fixed']['epochs'] = 1 (value parsed as YAML)."""
+    if "=" not in item:
+        raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. fixed.epochs=1")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UsageError(f"--set {item!r}: empty key part")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UsageError(f"--set {item!r}: {p} is not a mapping in {path}")
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise UsageError(f"--set {item!r}: value is not valid YAML") from None
+
+
+def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
+    check_keys(raw, SWEEP_KEYS, path, "")
+    name = raw.get("name") or Path(path).stem
+    tracking = raw.get("tracking") or {}
+    check_keys(tracking, TRACKING_KEYS, path, "tracking.")
+    resources = raw.get("resources") or {}
+    check_keys(resources, RESOURCE_KEYS, path, "resources.")
+    res = Resources(**resources)
+    if res.cpu <= 0 or res.gpu < 0:
+        raise UsageError(f"{path}: resources: cpu must be > 0 and gpu >= 0, got {resources}")
+    sched = raw.get("scheduler")
+    scheduler = None
+    if sched:
+        check_keys(sched, SCHEDULER_KEYS, path, "scheduler.")
+        scheduler = Scheduler(**sched)
+        if scheduler.type != "asha":
+            raise UsageError(f"{path}: scheduler.type: {scheduler.type!r} not supported; allowed: asha")
+    fixed = raw.get("fixed") or {}
+    grid = raw.get("grid") or {}
+    overrides = raw.get("overrides") or []
+    check_trial_keys(fixed, path, "fixed.")
+    check_trial_keys(grid, path, "grid.")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"{path}: grid.{key}: expected a non-empty list of values, got {values!r}")
+    for i, ov in enumerate(overrides):
+        if not isinstance(ov, dict) or set(ov) != {"match", "set"}:
+            raise UsageError(f"{path}: overrides[{i}]: expected {{match: {{...}}, set: {{...}}}}")
+        check_trial_keys(ov["match"], path, f"overrides[{i}].match.")
+        check_trial_keys(ov["set"], path, f"overrides[{i}].set.")
+
+    trials = expand_grid(fixed, grid, overrides, path)
+    max_concurrent = raw.get("max_concurrent", 0)
+    max_failures = raw.get("max_failures", 0)
+    if max_concurrent < 0 or max_failures < 0:
+        raise UsageError(f"{path}: max_concurrent and max_failures must be >= 0")
+    return SweepSpec(
+        name=str(name),
+        source=text,
+        path=path,
+        trials=trials,
+        experiment=tracking.get("experiment") or f"kdtune-{name}",
+        tracking_uri=tracking.get("uri"),
+        storage=raw.get("storage"),
+        resources=res,
+        max_concurrent=max_concurrent,
+        scheduler=scheduler,
+        max_failures=max_failures,
+        description=raw.get("description", ""),
+    )
+
+
+def expand_grid(fixed: dict, grid: dict, overrides: list, path: str) -> list[TrialConfig]:
+    """Cartesian product of grid axes over fixed values, then matching overrides, in file order."""
+    keys = list(grid)
+    trials, seen = [], set()
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = {**fixed, **dict(zip(keys, combo))}
+        for ov in overrides:
+            if all(values.get(k, default_of(k)) == v for k, v in ov["match"].items()):
+                values.update(ov["set"])
+        trial = make_trial(values, path, "grid" if keys else "fixed")
+        if trial.config_hash not in seen:  # e.g. overrides that collapse two grid points
+            seen.add(trial.config_hash)
+            trials.append(trial)
+    return trials
+
+
+def default_of(key: str) -> Any:
+    f = TRIAL_FIELDS[key]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def make_trial(values: dict[str, Any], path: str = "<config>", where: str = "") -> TrialConfig:
+    """Build and validate one TrialConfig from plain values (YAML scalars)."""
+    prefix = f"{where}." if where else ""
+    clean = {}
+    for key, value in values.items():
+        clean[key] = coerce(key, value, path, prefix)
+    trial = TrialConfig(**clean)
+    validate_trial(trial, path, prefix)
+    return trial
+
+
+def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
+    f = TRIAL_FIELDS[key]
+    kind = str(f.type)
+    where = f"{path}: {prefix}{key}"
+    if value is None:
+        if "None" in kind:
+            return None
+        raise UsageError(f"{where}: a value is required ({kind.replace(' | None', '')})")
+    if key == "layer_map":
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        if isinstance(value, str) and value in LAYER_MAPS:
+            return value
+        raise UsageError(f"{where}: {value!r} not allowed; allowed: {', '.join(LAYER_MAPS)} or a list of teacher layer indices")
+    if key == "teacher_seeds":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value,)
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            return tuple(value)
+        raise UsageError(f"{where}: expected an int or a non-empty list of ints, got {value!r}")
+    if key in ("train_partition", "eval_partition", "teacher_partition") and isinstance(value, list):
+        if not value or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{where}: a language list must be non-empty strings, got {value!r}")
+        return ",".join(value)  # a comma list of languages: hashable, readable in MLflow
+    if kind.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        raise UsageError(f"{where}: expected true or false, got {value!r}")
+    if kind.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UsageError(f"{where}: expected an integer, got {value!r}")
+    if kind.startswith("float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise UsageError(f"{where}: expected a number, got {value!r}")
+    if kind.startswith("str"):
+        if isinstance(value, str):
+            return value
+        raise UsageError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def validate_trial(t: TrialConfig, path: str, prefix: str) -> None:
+    def bad(key: str, msg: str) -> UsageError:
+        return UsageError(f"{path}: {prefix}{key}: {msg}")
+
+    choices = {
+        "dataset": DATASETS,
+        "init": INITS,
+        "head_mode": HEAD_MODES,
+        "hidden_match": HIDDEN_MATCH,
+        "precision": PRECISIONS,
+    }
+    for key, allowed in choices.items():
+        value = getattr(t, key)
+        if value not in allowed:
+            raise bad(key, f"{value!r} not allowed; allowed: {', '.join(allowed)}")
+    for key in ("train_partition", "eval_partition", "teacher_partition"):
+        value = getattr(t, key)
+        if value is not None and not value:
+            raise bad(key, f"empty; allowed: {', '.join(PARTITIONS)} or a list of languages")
+    if not 0 < t.fraction <= 1:
+        raise bad("fraction", f"{t.fraction} out of range; allowed: 0 < fraction <= 1")
+    if t.epochs < 0 or t.teacher_epochs <= 0:
+        raise bad("epochs", "epochs must be >= 0 (0 = evaluate the copied student) and teacher_epochs > 0")
+    for key in ("batch_size", "teacher_batch_size", "eval_steps", "teacher_eval_steps", "log_steps", "max_length"):
+        if getattr(t, key) <= 0:
+            raise bad(key, f"must be > 0, got {getattr(t, key)}")
+    for key in ("layers", "hidden", "max_steps", "teacher_max_steps"):
+        value = getattr(t, key)
+        if value is not None and value <= 0:
+            raise bad(key, f"must be > 0, got {value}")
+    if t.lr <= 0 or t.teacher_lr <= 0:
+        raise bad("lr", "learning rates must be > 0")
+    if not 0 <= t.warmup_ratio < 1:
+        raise bad("warmup_ratio", f"{t.warmup_ratio} out of range; allowed: 0 <= warmup_ratio < 1")
+    for key in ("w_att", "w_hid", "w_emb", "w_pred", "w_clf"):
+        if getattr(t, key) < 0:
+            raise bad(key, "loss weights must be >= 0")
+    if isinstance(t.layer_map, tuple) and t.layers is not None and len(t.layer_map) != t.layers:
+        raise bad("layer_map", f"lists {len(t.layer_map)} teacher layers but layers is {t.layers}")
+
+
+def check_keys(mapping: Any, allowed: dict[str, Any], path: str, prefix: str) -> None:
+    if not isinstance(mapping, dict):
+        raise UsageError(f"{path}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {mapping!r}")
+    for key, value in mapping.items():
+        if key not in allowed:
+            raise UsageError(f"{path}: {prefix}{key}: unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
+        if not isinstance(value, allowed[key]) or isinstance(value, bool) and allowed[key] in (int, (int, float)):
+            want = allowed[key].__name__ if isinstance(allowed[key], type) else " or ".join(t.__name__ for t in allowed[key])
+            raise UsageError(f"{path}: {prefix}{key}: expected {want}, got {value!r}")
+
+
+def check_trial_keys(mapping: Any, path: str, prefix: str) -> None:
+    if not isinstance(mapping, dict):
+        raise UsageError(f"{path}: {prefix.rstrip('.')}: expected a mapping of trial fields")
+    for key in mapping:
+        if key not in TRIAL_FIELDS:
+            raise UsageError(f"{path}: {prefix}{key}: unknown trial field{did_you_mean(key, TRIAL_FIELDS)}")
+
+
+def did_you_mean(key: str, options) -> str:
+    close = difflib.get_close_matches(str(key), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

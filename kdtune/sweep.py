@@ -1,0 +1,335 @@
+"""The sweep runner: the only module that starts Ray.
+
+    spec = load_sweep("sweeps/table2.yaml")
+    run_sweep(spec)
+
+1. Check everything that can be checked before work starts (tracking store, storage, data,
+   partitions, resources): bad input raises UsageError and nothing is written.
+2. Attach to the sweep's MLflow parent run (create it the first time). Child runs are matched to
+   grid points by config hash: FINISHED ones are skipped, RUNNING ones left by a killed driver
+   are marked KILLED and resumed from their checkpoint, FAILED ones rerun with --rerun-failed,
+   everything with --force.
+3. Fine-tune the teachers the remaining grid needs (once each, in parallel as Ray tasks).
+4. Run the remaining trials with a Ray Tune grid (resources per trial, max_concurrent, optional
+   ASHA early stopping, retries), printing a line per event and a summary table at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TextIO
+
+from kdtune.config import SweepSpec, TrialConfig
+from kdtune.errors import UsageError
+
+for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0",
+               "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false",
+               "RAY_DEDUP_LOGS": "0"}.items():
+    os.environ.setdefault(_k, _v)
+
+
+@dataclass
+class SweepOutcome:
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    skipped: list[str] = field(default_factory=list)  # config hashes already FINISHED
+    ran: list[str] = field(default_factory=list)
+    finished: int = 0
+    failed: int = 0
+    early_stopped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def describe(spec: SweepSpec, out: TextIO = sys.stdout) -> None:
+    """The expanded grid, as `--dry-run` prints it."""
+    print(f"sweep {spec.name}: {len(spec.trials)} trials, {len(spec.teacher_trials)} teacher(s)", file=out)
+    if spec.description:
+        print(f"  {spec.description.strip()}", file=out)
+    for i, t in enumerate(spec.trials, 1):
+        print(f"  {i:4d}  {t.config_hash}  {t.run_name}", file=out)
+    for key, t in spec.teacher_trials.items():
+        print(f"  teacher {key}: {t.dataset} {t.base_model} on {t.resolved_teacher_partition}, "
+              f"{t.teacher_epochs:g} epochs, seeds {list(t.teacher_seeds)}", file=out)
+
+
+def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | None) -> None:
+    """Every check that needs no training; raises UsageError naming the key or file."""
+    from kdtune import data
+    from kdtune.inputs import PARTITIONS
+    from kdtune.tracking.runs import check_reachable
+
+    where = spec.path
+    if not writable(store):
+        raise UsageError(f"{where}: storage: {store} is not writable")
+    if spec.resources.gpu > 0 and address is None and not os.environ.get("RAY_ADDRESS"):
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            raise UsageError(f"{where}: resources.gpu: {spec.resources.gpu} asked for but this machine has no GPU; "
+                             "set resources.gpu: 0 (or --set resources.gpu=0)")
+    for t in spec.trials:
+        if t.data_dir is not None and not Path(t.data_dir).is_dir():
+            raise UsageError(f"{where}: data_dir: {t.data_dir} is not a folder")
+        for key in ("train_partition", "eval_partition", "teacher_partition"):
+            value = getattr(t, key)
+            if value is None:
+                continue
+            try:
+                data.languages(t.dataset, value if value in PARTITIONS else value.split(","))
+            except UsageError as exc:
+                raise UsageError(f"{where}: {key}: {exc}") from None
+    check_reachable(tracking_uri)  # last: for a server this is a network round trip
+
+
+def writable(path: Path) -> bool:
+    """Whether `path` can be created/written, judged without creating anything."""
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    rerun_failed: bool = False,
+    force: bool = False,
+    out: TextIO = sys.stdout,
+) -> SweepOutcome:
+    from kdtune.tracking.runs import CONFIG_HASH, Tracker
+    from kdtune.tracking.store import default_root, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri)
+    store = Path(storage or spec.storage or default_root()).expanduser().resolve()
+    preflight(spec, uri, store, address)
+    store.mkdir(parents=True, exist_ok=True)
+
+    tracker = Tracker.open(uri, spec.experiment)
+    parent, created = tracker.sweep_run(spec.name)
+    say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
+    say(f"sweep {spec.name}: {'new' if created else 'resuming'} parent run {parent} "
+        f"in experiment {spec.experiment!r} at {uri}")
+    tracker.log_text(parent, spec.source, "sweep.yaml")
+    tracker.log_dict(parent, [{"config_hash": t.config_hash, "run_name": t.run_name, **t.to_dict()}
+                              for t in spec.trials], "grid.json")
+    tracker.log_params(parent, {"trials": len(spec.trials), "sweep_file": spec.path})
+
+    outcome = SweepOutcome(parent, tracker.experiment_id, uri)
+    by_hash: dict[str, list] = {}
+    for run in tracker.trial_runs(parent):
+        by_hash.setdefault(run.data.tags.get(CONFIG_HASH, ""), []).append(run)
+    todo: list[TrialConfig] = []
+    for t in spec.trials:
+        runs = by_hash.get(t.config_hash, [])
+        for r in runs:
+            if r.info.status == "RUNNING":  # its driver died: nothing is running it now
+                tracker.set_tags(r.info.run_id, {"kdtune.orphaned": "driver stopped"})
+                tracker.end_run(r.info.run_id, "KILLED")
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        failed = [r for r in runs if r.info.status == "FAILED"]
+        if finished and force:
+            for r in finished:  # keep one FINISHED run per config hash
+                tracker.set_tags(r.info.run_id, {"kdtune.superseded": "--force"})
+                tracker.end_run(r.info.run_id, "KILLED")
+        elif finished:
+            outcome.skipped.append(t.config_hash)
+            continue
+        elif failed and not rerun_failed and not force:
+            outcome.skipped.append(t.config_hash)
+            outcome.failed += 1
+            continue
+        todo.append(t)
+    say(f"  {len(spec.trials)} trials: {len(outcome.skipped)} already ended (skipped), {len(todo)} to run")
+    if not todo:
+        tracker.end_run(parent, "FINISHED" if outcome.ok else "FAILED")
+        return outcome
+
+    _init_ray(address, store)
+    try:
+        train_teachers(todo, store, tracker, spec, say)
+        results = _run_tuner(spec, todo, tracker, parent, store, say)
+    except KeyboardInterrupt:
+        tracker.end_run(parent, "KILLED")
+        raise
+    outcome.ran = [t.config_hash for t in todo]
+    _settle_runs(tracker, parent, todo, outcome, early_stop=spec.scheduler is not None)
+    tracker.end_run(parent, "FINISHED" if outcome.ok else "FAILED")
+    print_summary(tracker, parent, spec, say)
+    return outcome
+
+
+def _init_ray(address: str | None, store: Path) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 object_store_memory=256 * 1024**2, configure_logging=False)
+
+
+def train_teachers(trials: list[TrialConfig], store: Path, tracker, spec: SweepSpec, say: Callable) -> None:
+    """Fine-tune every teacher the trials need and the store lacks: in parallel, once each."""
+    import ray
+
+    from kdtune.teachers import is_complete, teacher_path
+
+    needed: dict[str, TrialConfig] = {}
+    for t in trials:
+        if not is_complete(teacher_path(store, t.teacher_key)):
+            needed.setdefault(t.teacher_key, t)
+    if not needed:
+        return
+    say(f"  training {len(needed)} teacher(s) first")
+    task = ray.remote(_teacher_task).options(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
+    refs = {key: task.remote(t.to_dict(), str(store)) for key, t in needed.items()}
+    for key, ref in refs.items():
+        info = ray.get(ref)
+        if info is None:  # another process trained it meanwhile
+            continue
+        t = needed[key]
+        run_id = tracker.start_run(f"teacher/{t.dataset}/{t.resolved_teacher_partition}/{key[:8]}",
+                                   {"kdtune.kind": "teacher", "kdtune.config_hash": key, "kdtune.sweep": spec.name})
+        tracker.log_params(run_id, {**info["fields"], "best_seed": info["best_seed"]})
+        for seed in info["seeds"]:
+            for step, loss in seed["train_loss"]:
+                tracker.log_metrics(run_id, {f"train_loss_seed{seed['seed']}": loss}, step)
+        tracker.log_metrics(run_id, {"best_val_f1": info["best_val_f1"], "train_seconds": info["train_seconds"]})
+        tracker.log_dict(run_id, info, "teacher.json")
+        tracker.end_run(run_id, "FINISHED")
+        say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']})")
+
+
+def _teacher_task(trial_dict: dict, store: str):
+    import torch
+
+    from kdtune.config import make_trial
+    from kdtune.teachers import ensure_teacher
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    trial = make_trial(trial_dict)
+    got: dict = {}
+    ensure_teacher(trial, store, on_trained=lambda t, info: got.update(info), log=lambda m: None)
+    return got or None
+
+
+def _run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, store: Path, say: Callable):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from kdtune.trainable import run_trial
+
+    ctx = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent": parent,
+           "store": str(store), "cpus": spec.resources.cpu, "sweep": spec.name}
+    scheduler = None
+    if spec.scheduler:
+        s = spec.scheduler
+        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period,
+                                  reduction_factor=s.reduction_factor, max_t=s.max_t)
+    trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([t.to_dict() for t in todo]), "ctx": ctx},
+        tune_config=tune.TuneConfig(
+            metric="val_f1", mode="max", scheduler=scheduler, reuse_actors=True,
+            max_concurrent_trials=spec.max_concurrent or None,
+            trial_name_creator=lambda tr: _trial_label(tr.config),
+            trial_dirname_creator=lambda tr: _trial_label(tr.config).replace("/", "_"),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(store / "ray"),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[ProgressLines(say, len(todo))],
+            verbose=0,
+        ),
+    )
+    return tuner.fit()
+
+
+def _trial_label(config: dict) -> str:
+    from kdtune.config import make_trial
+
+    return make_trial(config["trial"]).run_name
+
+
+def _settle_runs(tracker, parent: str, todo: list[TrialConfig], outcome: SweepOutcome, early_stop: bool) -> None:
+    """Count how the trials ended; runs Ray stopped early (ASHA) are marked KILLED, not left RUNNING."""
+    from kdtune.tracking.runs import CONFIG_HASH
+
+    wanted = {t.config_hash for t in todo}
+    for run in tracker.trial_runs(parent):
+        if run.data.tags.get(CONFIG_HASH) not in wanted:
+            continue
+        status = run.info.status
+        if status == "RUNNING":
+            tag = "early stopped by the scheduler" if early_stop else "stopped by Ray"
+            tracker.set_tags(run.info.run_id, {"kdtune.stopped": tag})
+            tracker.end_run(run.info.run_id, "KILLED")
+            outcome.early_stopped += 1
+        elif status == "FINISHED":
+            outcome.finished += 1
+        elif status == "FAILED":
+            outcome.failed += 1
+
+
+def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
+    runs = sorted(tracker.trial_runs(parent), key=lambda r: r.info.run_name or "")
+    say(f"\n{'run':58s} {'status':9s} {'val F1':>7s} {'test F1':>7s}")
+    for r in runs:
+        if r.data.tags.get("kdtune.superseded"):
+            continue
+        m = r.data.metrics
+        val = f"{m['best_val_f1']:.4f}" if "best_val_f1" in m else "-"
+        test = f"{m['test_f1']:.4f}" if "test_f1" in m else "-"
+        say(f"{(r.info.run_name or '')[:58]:58s} {r.info.status:9s} {val:>7s} {test:>7s}")
+
+
+try:
+    from ray.tune import Callback as _TuneCallback
+except Exception:  # pragma: no cover - ray missing: only --dry-run works
+    _TuneCallback = object
+
+
+class ProgressLines(_TuneCallback):
+    """One short line per trial event: started, evaluated, finished, failed."""
+
+    def __init__(self, say: Callable[[str], None], total: int):
+        self.say, self.total, self.done, self.t0 = say, total, 0, time.time()
+
+    def _prefix(self) -> str:
+        return f"[{time.time() - self.t0:7.1f}s {self.done}/{self.total}]"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.say(f"{self._prefix()} start  {trial.trial_id} {_trial_label(trial.config)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("done_marker") or "val_f1" not in result:
+            return
+        extra = f" test F1 {result['test_f1']:.4f}" if "test_f1" in result else ""
+        self.say(f"{self._prefix()} eval   {_trial_label(trial.config)} step {result.get('step', '?')} "
+                 f"val F1 {result['val_f1']:.4f} best {result.get('best_val_f1', float('nan')):.4f}{extra}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.say(f"{self._prefix()} done   {_trial_label(trial.config)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.say(f"{self._prefix()} FAILED {_trial_label(trial.config)} (see the run's error.txt in MLflow)")

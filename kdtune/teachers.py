@@ -1,0 +1,145 @@
+"""The teacher stage: fine-tune a teacher once per content key, store it, reuse it everywhere.
+
+A teacher is keyed by everything that shapes it (`TrialConfig.teacher_fields`: base model,
+dataset, training languages, hyperparameters, seeds). The store is a folder,
+`<store>/teachers/<key>/`, holding a `save_pretrained` model + tokenizer and `teacher.json`. As
+in the paper, each seed in `teacher_seeds` is trained and the best by validation F1 is kept.
+
+Safety: a file lock per key makes concurrent trials (or processes on one machine) train a
+teacher once; the folder appears by an atomic rename only when complete, so a crash mid-training
+leaves no half-written teacher (a leftover temporary folder is removed on the next try).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from filelock import FileLock
+
+from kdtune.config import TrialConfig
+from kdtune.inputs import build_inputs, load_splits
+from kdtune.train import Callbacks, TrainSettings, evaluate, pick_device, seed_everything, train
+
+DONE = "teacher.json"
+
+
+def teacher_path(store: str | Path, key: str) -> Path:
+    return Path(store) / "teachers" / key
+
+
+def is_complete(path: Path) -> bool:
+    return (path / DONE).is_file() and (path / "config.json").is_file()
+
+
+def ensure_teacher(
+    trial: TrialConfig,
+    store: str | Path,
+    on_trained: Callable[[TrialConfig, dict], None] | None = None,
+    log: Callable[[str], None] = print,
+    device: torch.device | None = None,
+) -> Path:
+    """Return the folder of the trial's teacher, fine-tuning it first if no complete one exists."""
+    path = teacher_path(store, trial.teacher_key)
+    if is_complete(path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if is_complete(path):  # another process finished it while we waited
+            return path
+        if path.exists():  # a folder without its marker: never valid, rebuild
+            shutil.rmtree(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        info = fine_tune(trial, tmp, log=log, device=device)
+        os.replace(tmp, path)
+        if on_trained:
+            on_trained(trial, info)
+    return path
+
+
+def fine_tune(trial: TrialConfig, out: Path, log: Callable[[str], None] = print, device=None) -> dict:
+    """Fine-tune the base model on the teacher's languages for each seed; save the best."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdtune.models.preset import resolve_base_model
+
+    device = device or pick_device()
+    base = resolve_base_model(trial.base_model, trial.dataset, trial.data_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    splits = load_splits(trial.dataset, trial.data_dir)
+    started = time.time()
+    seeds, best = [], None
+    for seed in trial.teacher_seeds:
+        seed_everything(seed)
+        inputs = build_inputs(
+            splits, trial.dataset, tokenizer,
+            train_partition=trial.resolved_teacher_partition, eval_partition=None, fraction=1.0,
+            seed=seed, batch_size=trial.teacher_batch_size, max_length=trial.max_length,
+            group_by_length=trial.group_by_length,
+        )
+        names = inputs.label_names
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(names), id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+        settings = TrainSettings(
+            epochs=trial.teacher_epochs, max_steps=trial.teacher_max_steps, lr=trial.teacher_lr,
+            weight_decay=trial.weight_decay, warmup_ratio=trial.warmup_ratio,
+            eval_steps=trial.teacher_eval_steps, log_steps=trial.log_steps, seed=seed,
+            precision=trial.precision,
+        )
+        losses: list[tuple[int, float]] = []
+        cb = Callbacks(on_log=lambda step, logs: losses.append((step, logs["total"])))
+        result = train(model, inputs.train_loader, inputs.validation.loader, settings, device, callbacks=cb)
+        log(f"teacher {trial.teacher_key} seed {seed}: best val F1 {result.best_f1:.4f} at step {result.best_step}")
+        seeds.append({"seed": seed, "best_val_f1": result.best_f1, "best_step": result.best_step,
+                      "steps": result.steps, "train_loss": losses})
+        if best is None or result.best_f1 > best[0]:
+            best = (result.best_f1, seed)
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+        del model
+    info = {
+        "key": trial.teacher_key,
+        "fields": trial.teacher_fields(),
+        "base_path": base,
+        "label_names": names,
+        "best_seed": best[1],
+        "best_val_f1": best[0],
+        "seeds": seeds,
+        "train_seconds": time.time() - started,
+    }
+    (out / DONE).write_text(json.dumps(info, indent=2))
+    return info
+
+
+def load_info(path: Path) -> dict:
+    return json.loads((path / DONE).read_text())
+
+
+def load_teacher(path: Path, eager: bool = True):
+    """The fine-tuned teacher, frozen; eager attention so KD can read attention probabilities."""
+    from transformers import AutoModelForSequenceClassification
+
+    kw = {"attn_implementation": "eager"} if eager else {}
+    model = AutoModelForSequenceClassification.from_pretrained(path, **kw)
+    return model.eval().requires_grad_(False)
+
+
+def cached_test_scores(path: Path, teacher, test_set, eval_partition: str, device, precision: str = "auto") -> dict:
+    """The teacher's test scores on one language selection, computed once and cached beside it."""
+    cache = path / "eval" / f"test-{eval_partition.replace(',', '+')}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    scores = evaluate(teacher, test_set.loader, device, precision, test_set.languages)
+    cache.parent.mkdir(exist_ok=True)
+    tmp = cache.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(scores))
+    os.replace(tmp, cache)
+    return scores

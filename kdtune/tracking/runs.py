@@ -1,0 +1,170 @@
+"""Writing runs: the sweep's parent run, one run per teacher, one nested child run per trial.
+
+Uses `MlflowClient` with explicit run ids (no fluent "active run" state), so the driver and every
+Ray worker can write to the same run safely, and a resumed sweep can reattach to old runs.
+`Tracker` is a small picklable value (URI + experiment id) that workers rebuild a client from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
+
+from kdtune.tracking.store import default_artifact_location, default_tracking_uri  # noqa: E402
+
+KIND = "kdtune.kind"
+SWEEP = "kdtune.sweep"
+CONFIG_HASH = "kdtune.config_hash"
+ATTEMPTS = "kdtune.attempts"
+MAX_PARAM_LEN = 6000
+
+
+@dataclass(frozen=True)
+class Tracker:
+    uri: str
+    experiment_id: str
+
+    @classmethod
+    def open(cls, uri: str, experiment: str) -> "Tracker":
+        """Get or create the experiment (artifacts under mlruns/ for the default local store)."""
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = None
+            if uri.startswith("sqlite:///") and uri.endswith("/mlflow.db"):
+                location = default_artifact_location(Path(uri[len("sqlite:///"):]).parent)
+            try:
+                exp_id = client.create_experiment(experiment, artifact_location=location)
+            except Exception:  # created by a concurrent process in the meantime
+                exp = client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            exp_id = exp.experiment_id
+        return cls(uri, exp_id)
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def find_runs(self, filter_string: str) -> list:
+        client, out, token = self.client, [], None
+        while True:
+            page = client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def sweep_run(self, name: str) -> tuple[str, bool]:
+        """The parent run for sweep `name`: reattach to the newest one, else create. (id, created)"""
+        runs = self.find_runs(f"tags.`{KIND}` = 'sweep' and tags.`{SWEEP}` = '{name}'")
+        if runs:
+            run = max(runs, key=lambda r: r.info.start_time)
+            if run.info.status != "RUNNING":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id, False
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={KIND: "sweep", SWEEP: name})
+        return run.info.run_id, True
+
+    def trial_runs(self, sweep_run_id: str) -> list:
+        return self.find_runs(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{sweep_run_id}'")
+
+    def start_run(self, name: str, tags: dict[str, str], parent: str | None = None, run_id: str | None = None) -> str:
+        """Create a run, or mark an existing one RUNNING again (a resumed or retried trial)."""
+        client = self.client
+        if run_id:
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+        tags = dict(tags)
+        if parent:
+            tags[MLFLOW_PARENT_RUN_ID] = parent
+        return client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    # --- data -------------------------------------------------------------------------------
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        existing = self.client.get_run(run_id).data.params
+        items = [Param(k, _param_value(v)) for k, v in params.items() if k not in existing]
+        for chunk in _chunks(items, 100):
+            self.client.log_batch(run_id, params=chunk)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for chunk in _chunks(items, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_dict(self, run_id: str, data: Any, artifact_file: str) -> None:
+        self.log_text(run_id, json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
+
+    def log_table_csv(self, run_id: str, header: list[str], rows: Iterable[Iterable[Any]], artifact_file: str) -> None:
+        lines = [",".join(header)] + [",".join(str(c) for c in row) for row in rows]
+        self.log_text(run_id, "\n".join(lines) + "\n", artifact_file)
+
+    def log_folder(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+
+def _param_value(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return s[:MAX_PARAM_LEN]
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast (UsageError) when the tracking store can't be written or reached."""
+    from kdtune.errors import UsageError
+
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        probe = folder
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not (probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)):
+            raise UsageError(f"tracking uri {uri}: {folder} is not writable")
+        return
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                return
+        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+            raise UsageError(f"tracking uri {uri}: not reachable ({exc})") from None
+
+
+__all__ = ["Tracker", "check_reachable", "default_tracking_uri", "KIND", "SWEEP", "CONFIG_HASH"]

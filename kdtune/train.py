@@ -1,0 +1,274 @@
+"""The training loop: explicit, device-agnostic, no Ray and no MLflow.
+
+One function, `train`, fine-tunes a classifier with cross entropy (NON-KD) or with the TinyBERT
+losses against a frozen teacher (KD). It evaluates every `eval_steps` optimizer steps and at the
+end, keeps the weights with the best validation macro-F1, and tells the caller what happened
+through callbacks, so the same loop serves teachers, students, tests and the benchmark.
+
+Resuming: `TrainState` holds everything needed to continue bit-for-bit (step, optimizer,
+scheduler, best weights); each epoch's batch order depends only on (seed, epoch), so a resumed
+run skips the batches it has already seen and continues with the same order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score
+from transformers import get_linear_schedule_with_warmup
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or inf: the trial stops and is recorded as failed."""
+
+
+@dataclass
+class TrainSettings:
+    epochs: float = 30
+    max_steps: int | None = None  # caps epochs * steps_per_epoch when set
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    eval_steps: int = 5000
+    log_steps: int = 50
+    seed: int = 1
+    precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 otherwise
+
+
+@dataclass
+class Distiller:
+    """What KD needs beside the student: the frozen teacher and how layers/heads/widths pair."""
+
+    teacher: torch.nn.Module
+    layer_map: list[int]
+    weights: Any  # kdtune.distill.KDWeights
+    hidden_match: torch.nn.Module  # kdtune.distill.HiddenMatch (may hold learnable W)
+    head_map: list[int] | None = None
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_f1: float = -1.0
+    best_step: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    history: list[dict] = field(default_factory=list)  # evaluation records
+
+
+@dataclass
+class TrainResult:
+    best_f1: float
+    best_step: int
+    steps: int
+    history: list[dict]
+
+
+@dataclass
+class Callbacks:
+    """Hooks the loop calls; each gets plain numbers. `on_eval` may save a checkpoint."""
+
+    on_log: Callable[[int, dict[str, float]], None] = lambda step, logs: None
+    on_eval: Callable[[int, dict[str, float], "TrainState"], None] = lambda step, m, state: None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    if prefer:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_for(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def total_steps(settings: TrainSettings, steps_per_epoch: int) -> int:
+    steps = math.ceil(settings.epochs * steps_per_epoch)
+    return min(steps, settings.max_steps) if settings.max_steps else steps
+
+
+def train(
+    model: torch.nn.Module,
+    make_train_loader: Callable[[int], Any],
+    val_loader: Any,
+    settings: TrainSettings,
+    device: torch.device,
+    distiller: Distiller | None = None,
+    callbacks: Callbacks | None = None,
+    state: TrainState | None = None,
+) -> TrainResult:
+    """Train `model`; `make_train_loader(epoch)` returns that epoch's batches (seeded by epoch).
+
+    Ends with the best-by-validation weights loaded into `model`. With `epochs == 0` it only
+    evaluates the model as it is (the copy-only score of the paper's Table 5).
+    """
+    callbacks = callbacks or Callbacks()
+    state = state or TrainState()
+    model.to(device)
+    steps_per_epoch = len(make_train_loader(0))
+    n_steps = total_steps(settings, steps_per_epoch)
+
+    if n_steps == 0:
+        metrics = evaluate(model, val_loader, device, settings.precision)
+        record_eval(model, state, 0, metrics)
+        callbacks.on_eval(0, metrics, state)
+        return TrainResult(state.best_f1, state.best_step, 0, state.history)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if distiller is not None:
+        distiller.teacher.to(device).eval().requires_grad_(False)
+        distiller.hidden_match.to(device)
+        params += [p for p in distiller.hidden_match.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(settings.warmup_ratio * n_steps), n_steps
+    )
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+    step_fn = make_step(model, distiller, device, settings.precision)
+
+    model.train()
+    running: dict[str, torch.Tensor] = {}
+    n_running = 0
+    epoch, skip = divmod(state.step, steps_per_epoch)
+    while state.step < n_steps:
+        for i, batch in enumerate(make_train_loader(epoch)):
+            if i < skip:
+                continue  # resumed mid-epoch: these batches were already trained on
+            losses = step_fn(batch)
+            losses["total"].backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            for k, v in losses.items():
+                running[k] = running.get(k, 0) + v.detach()
+            n_running += 1
+
+            last = state.step == n_steps
+            if state.step % settings.log_steps == 0 or last:
+                logs = {k: float(v) / n_running for k, v in running.items()}
+                if not all(math.isfinite(v) for v in logs.values()):
+                    raise NonFiniteLoss(f"non-finite training loss at step {state.step}: {logs}")
+                logs["lr"] = scheduler.get_last_lr()[0]
+                callbacks.on_log(state.step, logs)
+                running, n_running = {}, 0
+            if state.step % settings.eval_steps == 0 or last:
+                metrics = evaluate(model, val_loader, device, settings.precision)
+                model.train()
+                record_eval(model, state, state.step, metrics)
+                state.optimizer = optimizer.state_dict()
+                state.scheduler = scheduler.state_dict()
+                callbacks.on_eval(state.step, metrics, state)
+            if last:
+                break
+        epoch, skip = epoch + 1, 0
+
+    if state.best_weights is not None:
+        model.load_state_dict(state.best_weights)
+    return TrainResult(state.best_f1, state.best_step, state.step, state.history)
+
+
+def record_eval(model: torch.nn.Module, state: TrainState, step: int, metrics: dict) -> None:
+    state.history.append({"step": step, **metrics})
+    if metrics["f1"] > state.best_f1:
+        state.best_f1, state.best_step = metrics["f1"], step
+        # A CPU copy: the live weights keep training on the device.
+        state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def make_step(model, distiller: Distiller | None, device: torch.device, precision: str):
+    """Return batch -> dict of loss terms ('total' is what is minimised)."""
+    if distiller is None:
+        def nonkd_step(batch):
+            batch = to_device(batch, device)
+            with autocast_for(device, precision):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = F.cross_entropy(logits.float(), batch["labels"])
+            return {"total": loss}
+        return nonkd_step
+
+    from kdtune.distill import kd_losses
+
+    w = distiller.weights
+    need_att = w.att > 0
+    need_hid = w.hid > 0 or w.emb > 0
+    teacher = distiller.teacher
+
+    def kd_step(batch):
+        batch = to_device(batch, device)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        flags = {"output_hidden_states": need_hid, "output_attentions": need_att}
+        with autocast_for(device, precision):
+            with torch.inference_mode():
+                t_out = teacher(**inputs, **flags)
+            s_out = model(**inputs, **flags)
+            losses = kd_losses(
+                s_out, t_out, batch["labels"], batch["attention_mask"], distiller.layer_map,
+                w, distiller.hidden_match, distiller.head_map,
+            )
+        return losses
+
+    return kd_step
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def predict(model, loader, device: torch.device, precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels over `loader`, in loader order."""
+    was_training = model.training
+    model.eval()
+    preds, golds = [], []
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast_for(device, precision):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        preds.append(logits.argmax(-1).cpu())
+        golds.append(batch["labels"].cpu())
+    model.train(was_training)
+    return torch.cat(preds).numpy(), torch.cat(golds).numpy()
+
+
+def scores(preds: np.ndarray, golds: np.ndarray, languages: list[str] | None = None) -> dict[str, Any]:
+    """Macro-F1 and accuracy, plus macro-F1 per language when languages are given."""
+    out: dict[str, Any] = {
+        "f1": float(f1_score(golds, preds, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(golds, preds)),
+    }
+    if languages is not None:
+        langs = np.asarray(languages)
+        out["per_language"] = {
+            lang: float(f1_score(golds[langs == lang], preds[langs == lang], average="macro", zero_division=0))
+            for lang in sorted(set(languages))
+        }
+    return out
+
+
+def evaluate(model, loader, device: torch.device, precision: str = "auto", languages=None) -> dict[str, Any]:
+    preds, golds = predict(model, loader, device, precision)
+    return scores(preds, golds, languages)

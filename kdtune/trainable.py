@@ -1,0 +1,133 @@
+"""The Ray Tune function trainable: one trial config in, one tracked MLflow child run out.
+
+`run_trial` glues `kdtune.trial` (data, models, training) to Ray (`tune.report` per evaluation,
+checkpoints) and to MLflow (through `kdtune.tracking`). Resume state lives in the content-keyed
+folder `<store>/checkpoints/<config_hash>/`, so a trial resumes from its last evaluation whether
+Ray retries it, Ray restores the experiment, or a new `kdtune sweep` run starts it again. The
+checkpoint handed to Ray only points there, so large models are not copied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from kdtune.config import make_trial
+from kdtune.tracking.runs import ATTEMPTS, CONFIG_HASH, KIND, SWEEP, Tracker
+
+FAULT_ENV = "KDTUNE_FAULT"  # test hook: "<run-name substring>:<attempts that raise>"
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    import torch
+    from ray import tune
+
+    from kdtune import trial as trial_lib
+    from kdtune.teachers import ensure_teacher
+    from kdtune.train import Callbacks, NonFiniteLoss, pick_device
+
+    trial = make_trial(config["trial"])
+    ctx = config["ctx"]
+    torch.set_num_threads(max(1, int(ctx.get("cpus", 1))))
+    tracker = Tracker(ctx["uri"], ctx["experiment_id"])
+    store = Path(ctx["store"])
+    ckpt_dir = store / "checkpoints" / trial.config_hash
+    run_id, attempt = attach_run(tracker, trial, ctx["parent"], ctx.get("sweep", ""))
+    device = pick_device()
+    started = time.time()
+    try:
+        inject_fault(trial.run_name, attempt)
+        teacher_dir = ensure_teacher(trial, store, log=lambda m: None, device=device)
+        built = trial_lib.build(trial, teacher_dir)
+        state = None
+        if (ckpt_dir / "meta.json").is_file():
+            state, _ = trial_lib.load_checkpoint(ckpt_dir, built)
+            tracker.set_tags(run_id, {"kdtune.resumed_from_step": state.step})
+        tracker.log_dict(run_id, built.copy_report.to_dict(), "copy_report.json")
+
+        def on_log(step: int, logs: dict[str, float]) -> None:
+            metrics = {"train_loss": logs.pop("total"), "lr": logs.pop("lr")}
+            metrics.update({f"train_loss_{k}": v for k, v in logs.items()})
+            tracker.log_metrics(run_id, metrics, step)
+
+        def on_eval(step: int, metrics: dict[str, float], st) -> None:
+            tracker.log_metrics(run_id, {"val_f1": metrics["f1"], "val_accuracy": metrics["accuracy"]}, step)
+            if step > 0:
+                trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
+            report = {"val_f1": metrics["f1"], "best_val_f1": st.best_f1, "step": step}
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "pointer.json").write_text(json.dumps({"path": str(ckpt_dir), "step": step}))
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+        outcome = trial_lib.run(built, device, Callbacks(on_log=on_log, on_eval=on_eval), state)
+        log_outcome(tracker, run_id, outcome, time.time() - started)
+        if trial.save_model:
+            with tempfile.TemporaryDirectory() as tmp:
+                built.student.save_pretrained(tmp)
+                built.tokenizer.save_pretrained(tmp)
+                tracker.log_folder(run_id, tmp, "student")
+        tracker.end_run(run_id, "FINISHED")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        tune.report({"val_f1": outcome.best_val_f1, "best_val_f1": outcome.best_val_f1,
+                     "test_f1": outcome.test["f1"], "step": outcome.steps, "done": True})
+    except NonFiniteLoss as exc:
+        # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
+        tracker.set_tags(run_id, {"kdtune.failure": str(exc)})
+        tracker.log_text(run_id, traceback.format_exc(), "error.txt")
+        tracker.end_run(run_id, "FAILED")
+    except BaseException as exc:
+        reason = "CUDA out of memory" if "out of memory" in str(exc).lower() else type(exc).__name__
+        tracker.set_tags(run_id, {"kdtune.failure": f"{reason}: {str(exc)[:500]}"})
+        tracker.log_text(run_id, traceback.format_exc(), "error.txt")
+        tracker.end_run(run_id, "FAILED")
+        raise
+
+
+def attach_run(tracker: Tracker, trial, parent: str, sweep: str) -> tuple[str, int]:
+    """The trial's child run: reuse the one an earlier attempt left unfinished, else create it."""
+    runs = [
+        r for r in tracker.trial_runs(parent)
+        if r.data.tags.get(CONFIG_HASH) == trial.config_hash and r.info.status != "FINISHED"
+    ]
+    run = max(runs, key=lambda r: r.info.start_time) if runs else None
+    attempt = int(run.data.tags.get(ATTEMPTS, "0")) + 1 if run else 1
+    tags = {KIND: "trial", SWEEP: sweep, CONFIG_HASH: trial.config_hash}
+    run_id = tracker.start_run(trial.run_name, tags, parent=parent, run_id=run.info.run_id if run else None)
+    tracker.set_tags(run_id, {ATTEMPTS: attempt, "kdtune.teacher_key": trial.teacher_key})
+    tracker.log_params(run_id, trial.to_dict())
+    return run_id, attempt
+
+
+def log_outcome(tracker: Tracker, run_id: str, outcome, seconds: float) -> None:
+    metrics = {
+        "best_val_f1": outcome.best_val_f1,
+        "best_step": outcome.best_step,
+        "steps": outcome.steps,
+        "test_f1": outcome.test["f1"],
+        "test_accuracy": outcome.test["accuracy"],
+        "teacher_test_f1": outcome.teacher_test["f1"],
+        "teacher_test_accuracy": outcome.teacher_test["accuracy"],
+        "train_seconds": seconds,
+    }
+    metrics.update({f"test_f1/{lang}": v for lang, v in outcome.test["per_language"].items()})
+    tracker.log_metrics(run_id, metrics, outcome.steps)
+    teacher_pl = outcome.teacher_test.get("per_language", {})
+    rows = [(lang, f"{v:.6f}", f"{teacher_pl.get(lang, float('nan')):.6f}")
+            for lang, v in outcome.test["per_language"].items()]
+    tracker.log_table_csv(run_id, ["language", "test_f1", "teacher_test_f1"], rows, "per_language.csv")
+
+
+def inject_fault(run_name: str, attempt: int) -> None:
+    """Raise on the first N attempts of matching trials (only when KDTUNE_FAULT is set; tests)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    pattern, _, times = spec.rpartition(":")
+    if pattern in run_name and attempt <= int(times):
+        raise RuntimeError(f"injected fault ({FAULT_ENV}={spec}) on attempt {attempt}")
