@@ -425,8 +425,13 @@ def check_keys(mapping: Any, allowed: dict[str, Any], path: str, prefix: str) ->
         if key not in allowed:
             raise UsageError(f"{path}: {prefix}{key}: unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
         if not isinstance(value, allowed[key]) or isinstance(value, bool) and allowed[key] in (int, (int, float)):
-            want = allowed[key].__name__ if isinstance(allowed[key], type) else " or ".join(t.__name__ for t in allowed[key])
+            kinds = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+            want = " or ".join(TYPE_WORDS.get(t, t.__name__) for t in kinds)
             raise UsageError(f"{path}: {prefix}{key}: expected {want}, got {value!r}")
+
+
+TYPE_WORDS = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
+              type(None): "null"}
 
 
 def check_trial_keys(mapping: Any, path: str, prefix: str) -> None:

@@ -48,8 +48,9 @@ class SweepOutcome:
         return self.failed == 0
 
 
-def describe(spec: SweepSpec, out: TextIO = sys.stdout) -> None:
+def describe(spec: SweepSpec, out: TextIO | None = None) -> None:
     """The expanded grid, as `--dry-run` prints it."""
+    out = out or sys.stdout
     print(f"sweep {spec.name}: {len(spec.trials)} trials, {len(spec.teacher_trials)} teacher(s)", file=out)
     if spec.description:
         print(f"  {spec.description.strip()}", file=out)
@@ -106,7 +107,7 @@ def run_sweep(
     address: str | None = None,
     rerun_failed: bool = False,
     force: bool = False,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> SweepOutcome:
     from kdtune.tracking.runs import CONFIG_HASH, Tracker
     from kdtune.tracking.store import default_root, resolve_tracking_uri
@@ -118,7 +119,7 @@ def run_sweep(
 
     tracker = Tracker.open(uri, spec.experiment)
     parent, created = tracker.sweep_run(spec.name)
-    say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
+    say = lambda msg: print(msg, file=out or sys.stdout, flush=True)  # noqa: E731
     say(f"sweep {spec.name}: {'new' if created else 'resuming'} parent run {parent} "
         f"in experiment {spec.experiment!r} at {uri}")
     tracker.log_text(parent, spec.source, "sweep.yaml")
