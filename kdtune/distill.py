@@ -64,7 +64,9 @@ class HiddenMatch(nn.Module):
     """Maps (student, teacher) hidden states to one width for L_hid and L_emb.
 
     `used` records what is applied: ``identity`` (equal widths, whatever the mode), ``select``,
-    ``linear`` or ``skip``.
+    ``linear`` or ``skip``. Move it to the training device with ``.to(device)`` (the selection
+    indices are a buffer); with ``linear`` its parameters (drawn from the global torch RNG) must be
+    given to the optimizer together with the student's.
     """
 
     def __init__(self, student_hidden: int, teacher_hidden: int, mode: str = "select"):
