@@ -1,0 +1,143 @@
+"""The training loop on tiny models: learning, best-checkpoint choice, copy-only, exact resume."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+from kdtune.train import Callbacks, NonFiniteLoss, TrainSettings, TrainState, evaluate, train
+
+VOCAB, LABELS = 40, 3
+
+
+def tiny_model(seed: int = 0, dropout: float = 0.0) -> XLMRobertaForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = XLMRobertaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=40, num_labels=LABELS,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+    )
+    return XLMRobertaForSequenceClassification(cfg)
+
+
+def batches(n_batches: int, seed: int, batch: int = 16, length: int = 8) -> list[dict]:
+    """A learnable task: the label is which of three marker tokens the sentence contains."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        ids = torch.randint(10, VOCAB, (batch, length), generator=g)
+        labels = torch.randint(0, LABELS, (batch,), generator=g)
+        ids[:, 3] = 5 + labels  # the marker
+        ids[:, 0] = 0
+        mask = torch.ones_like(ids)
+        mask[: batch // 2, -2:] = 0  # some padding
+        ids[mask == 0] = 1
+        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    return out
+
+
+def loader_by_epoch(n_batches: int = 6):
+    return lambda epoch: batches(n_batches, seed=100 + epoch)
+
+
+def independent_f1(model, loader) -> float:
+    model.eval()
+    preds, golds = [], []
+    with torch.no_grad():
+        for b in loader:
+            preds += model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.argmax(-1).tolist()
+            golds += b["labels"].tolist()
+    return f1_score(golds, preds, average="macro")
+
+
+def test_loss_decreases_and_model_learns():
+    model = tiny_model()
+    val = batches(4, seed=7)
+    logs = []
+    settings = TrainSettings(epochs=15, lr=3e-3, eval_steps=30, log_steps=6)
+    same_batches = batches(6, seed=7)  # the validation batches themselves: a learnable set
+    result = train(model, lambda epoch: same_batches, val, settings, torch.device("cpu"),
+                   callbacks=Callbacks(on_log=lambda s, l: logs.append(l["total"])))
+    assert result.steps == 90
+    assert logs[-1] < 0.5 * logs[0]
+    assert result.best_f1 > 0.9
+    assert independent_f1(model, val) == pytest.approx(result.best_f1)
+
+
+def test_best_checkpoint_is_the_max_validation_f1_and_is_loaded():
+    model = tiny_model(seed=1)
+    val = batches(3, seed=8)
+    settings = TrainSettings(epochs=4, lr=5e-3, eval_steps=2, log_steps=2)
+    result = train(model, loader_by_epoch(4), val, settings, torch.device("cpu"))
+    f1s = [h["f1"] for h in result.history]
+    assert len(f1s) == 8
+    assert result.best_f1 == max(f1s)
+    assert result.best_step == result.history[int(np.argmax(f1s))]["step"]  # first max wins
+    # the model left in place is the best checkpoint, not the last one
+    assert independent_f1(model, val) == pytest.approx(max(f1s))
+
+
+def test_epochs_zero_only_evaluates_the_model_as_copied():
+    model = tiny_model(seed=2)
+    before = copy.deepcopy(model.state_dict())
+    val = batches(3, seed=9)
+    result = train(model, loader_by_epoch(), val, TrainSettings(epochs=0), torch.device("cpu"))
+    assert result.steps == 0
+    assert result.best_f1 == pytest.approx(independent_f1(model, val))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_resume_from_a_mid_training_state_gives_identical_weights():
+    settings = TrainSettings(epochs=3, lr=2e-3, eval_steps=4, log_steps=2, warmup_ratio=0.2)
+    val = batches(2, seed=10)
+    full = tiny_model(seed=3)
+    train(full, loader_by_epoch(5), val, settings, torch.device("cpu"))
+
+    class Stop(Exception):
+        pass
+
+    saved = {}
+
+    def stop_at_8(step, metrics, state):
+        if step == 8:  # mid-epoch 1 (5 steps per epoch)
+            saved["state"] = copy.deepcopy(state)
+            saved["weights"] = copy.deepcopy(interrupted.state_dict())
+            raise Stop
+
+    interrupted = tiny_model(seed=3)
+    with pytest.raises(Stop):
+        train(interrupted, loader_by_epoch(5), val, settings, torch.device("cpu"), callbacks=Callbacks(on_eval=stop_at_8))
+    resumed = tiny_model(seed=99)  # different init: everything must come from the saved state
+    resumed.load_state_dict(saved["weights"])
+    result = train(resumed, loader_by_epoch(5), val, settings, torch.device("cpu"), state=saved["state"])
+    assert result.steps == 15
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_non_finite_loss_stops_training():
+    model = tiny_model()
+    with torch.no_grad():
+        model.classifier.out_proj.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLoss, match="step 2"):
+        train(model, loader_by_epoch(), batches(1, 1), TrainSettings(epochs=1, log_steps=2), torch.device("cpu"))
+
+
+def test_per_language_scores_match_sklearn_on_each_group():
+    model = tiny_model(seed=4)
+    val = batches(2, seed=11)
+    langs = ["a"] * 16 + ["b"] * 16
+    out = evaluate(model, val, torch.device("cpu"), languages=langs)
+    model.eval()
+    with torch.no_grad():
+        preds = torch.cat([model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.argmax(-1) for b in val])
+    golds = torch.cat([b["labels"] for b in val])
+    for i, lang in enumerate("ab"):
+        sl = slice(16 * i, 16 * (i + 1))
+        assert out["per_language"][lang] == pytest.approx(f1_score(golds[sl], preds[sl], average="macro"))
+    assert TrainState().best_f1 < 0
