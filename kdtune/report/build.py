@@ -1,0 +1,232 @@
+"""Assemble a report folder from trial records: report.md, tidy CSVs and PNG figures.
+
+Only FINISHED trial runs fill cells; the others are counted by status in the report header.
+Training-loss curves come through `history(run_ids, key)` (in the CLI: `query.fetch_history`),
+so this module never talks to MLflow itself and is testable on plain records.
+
+Files (only those of the requested formats; earlier report files of these names in the folder
+are removed first so a stale figure is never shipped):
+  report.md, table2.csv ... table5.csv, figure2.csv, figure2.png, figure3.png,
+  languages_<dataset>.csv, languages_<dataset>.png
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdtune.report import figures, render
+from kdtune.report.languages import LanguageTable, language_tables
+from kdtune.report.records import USED_STATUS, init_label
+from kdtune.report.tables import Table, all_tables
+from kdtune.tracking.query import TrialRecord
+
+FORMATS = ("md", "csv", "png")
+OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png")
+FIGURE_CONTEXT = "KD; train, test and teacher data: all languages; full-width students"
+INTRO = (
+    "All scores are test macro-F1 in percent: mean ± sample standard deviation over seeds, "
+    "n = number of seeds (no ± for a single seed). Under each score, in small print: the number "
+    "printed in the paper (arXiv 2406.16524) and Δ = ours − paper in F1 points. *missing*: no "
+    "FINISHED run for that cell; –: not applicable (as in the paper)."
+)
+
+
+@dataclass
+class ReportResult:
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    languages: list[LanguageTable] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    status_counts: Counter = field(default_factory=Counter)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "dataset"
+
+
+def _clean(folder: Path) -> None:
+    for pattern in OWN_FILES:
+        for path in folder.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
+def _write_figure2_csv(data: list[figures.FractionCurves], path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["dataset", "init", "fraction", "mean", "std", "n", "seeds"])
+        for panel in data:
+            for init, points in panel.curves.items():
+                for fraction, cell in points:
+                    writer.writerow([panel.dataset, init, fraction, cell.mean, "" if cell.std is None else cell.std,
+                                     cell.n, ";".join(cell.seeds)])
+    return path
+
+
+def build_report(
+    records: list[TrialRecord],
+    out: Path,
+    formats: tuple[str, ...] = FORMATS,
+    history: figures.HistoryFn | None = None,
+    experiments: list[str] | None = None,
+    tracking_uri: str = "",
+    languages_filter: dict[str, str] | None = None,
+) -> ReportResult:
+    """Write the report for `records` (trial runs of any status) into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _clean(out)
+    result = ReportResult(folder=out)
+    result.status_counts = Counter(r.status for r in records)
+    used = [r for r in records if r.status == USED_STATUS]
+    result.tables = all_tables(used)
+    from kdtune.report.languages import DEFAULT_FILTER
+
+    result.languages = language_tables(used, languages_filter or dict(DEFAULT_FILTER))
+
+    want_png = "png" in formats
+    if want_png and not figures.have_matplotlib():
+        result.warnings.append("matplotlib is not installed (pip install 'kdtune[report]'): PNG figures skipped")
+        want_png = False
+
+    # Figures first: the markdown links only what was really drawn.
+    fig2_data = figures.fraction_curves(used)
+    fig3_groups = figures.loss_groups(used)
+    fig_paths: dict[str, Path | None] = {}
+    if want_png:
+        if fig2_data:
+            fig_paths["figure2"] = figures.draw_figure2(fig2_data, out / "figure2.png", FIGURE_CONTEXT)
+        if fig3_groups and history is not None:
+            run_ids = sorted({rid for by_init in fig3_groups.values() for ids in by_init.values() for rid in ids})
+            fig_paths["figure3"] = figures.draw_figure3(
+                fig3_groups, history(run_ids, "train_loss"), out / "figure3.png", FIGURE_CONTEXT
+            )
+        for lang_table in result.languages:
+            if lang_table.values:
+                name = f"languages_{_safe(lang_table.dataset)}"
+                fig_paths[name] = figures.draw_languages(lang_table, out / f"{name}.png", _filter_text(lang_table.filter))
+        result.files += [p for p in fig_paths.values() if p]
+
+    if "csv" in formats:
+        for table in result.tables:
+            if table.n_runs:
+                result.files.append(render.write_table_csv(table, out / f"{table.name}.csv"))
+        if fig2_data:
+            result.files.append(_write_figure2_csv(fig2_data, out / "figure2.csv"))
+        for lang_table in result.languages:
+            if lang_table.values:
+                result.files.append(
+                    render.write_language_csv(lang_table, out / f"languages_{_safe(lang_table.dataset)}.csv")
+                )
+
+    if "md" in formats:
+        text = _markdown(result, used, fig2_data, fig3_groups, fig_paths, experiments or [], tracking_uri, formats)
+        path = out / "report.md"
+        path.write_text(text, encoding="utf-8")
+        result.files.insert(0, path)
+    return result
+
+
+def _filter_text(filter_: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in filter_.items())
+
+
+def _markdown(
+    result: ReportResult,
+    used: list[TrialRecord],
+    fig2_data: list[figures.FractionCurves],
+    fig3_groups: dict,
+    fig_paths: dict[str, Path | None],
+    experiments: list[str],
+    tracking_uri: str,
+    formats: tuple[str, ...],
+) -> str:
+    counts = result.status_counts
+    skipped = {s: n for s, n in sorted(counts.items()) if s != USED_STATUS}
+    skipped_text = ", ".join(f"{n} {s}" for s, n in skipped.items()) if skipped else "none"
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# kdtune report: {', '.join(experiments) or 'runs'}",
+        "",
+        f"- Experiment(s): {', '.join(f'`{e}`' for e in experiments)}; tracking URI: `{tracking_uri}`",
+        f"- Generated {now} by `kdtune report`",
+        f"- Trial runs: {sum(counts.values())}; FINISHED (used): {counts.get(USED_STATUS, 0)}; "
+        f"skipped: {skipped_text}",
+    ]
+    accounted = set().union(*(t.run_ids for t in result.tables), *(lt.run_ids for lt in result.languages))
+    accounted |= {r.run_id for r in figures.figure_runs(used)}
+    unused = [r for r in used if r.run_id not in accounted]
+    if unused:
+        names = ", ".join(f"`{r.run_name or r.run_id}`" for r in unused[:5]) + (", ..." if len(unused) > 5 else "")
+        lines.append(f"- FINISHED runs that match no table or figure: {len(unused)} ({names})")
+    lines += ["", INTRO, ""]
+
+    omitted = []
+    for table in result.tables:
+        if not table.n_runs:
+            omitted.append(table)
+            continue
+        lines += [f"## {table.title}", "", f"Runs: {table.n_runs}. Selection: {table.selection}.", ""]
+        lines += [render.table_markdown(table), ""]
+        lines += [f"- {note}" for note in table.notes]
+        if "csv" in formats:
+            lines.append(f"- Data: [{table.name}.csv]({table.name}.csv)")
+        lines.append("")
+    if omitted:
+        lines += ["## Tables without runs", ""]
+        for table in omitted:
+            lines.append(f"- {table.title}: no FINISHED run matches ({table.selection}).")
+        lines.append("")
+
+    lines += ["## Figure 2: test F1 against the amount of training data", ""]
+    if fig_paths.get("figure2"):
+        lines += [f"![Figure 2: test macro-F1 against training data fraction]({fig_paths['figure2'].name})", ""]
+        data = " Data: [figure2.csv](figure2.csv)." if "csv" in formats else ""
+        lines.append(f"Run group: {FIGURE_CONTEXT}; error bars: ±1 sample std over seeds.{data}")
+    elif not fig2_data:
+        lines.append(f"Not drawn: it needs runs at two or more data fractions ({FIGURE_CONTEXT}).")
+    else:
+        lines.append("Not drawn: PNG output is off or matplotlib is missing.")
+    lines.append("")
+
+    lines += ["## Figure 3: training loss per step", ""]
+    if fig_paths.get("figure3"):
+        lines += [f"![Figure 3: training loss per step, one panel per data fraction]({fig_paths['figure3'].name})", ""]
+        lines.append(f"Run group: {FIGURE_CONTEXT}; line: mean over seeds; band: min to max over seeds.")
+    elif not fig3_groups:
+        lines.append(f"Not drawn: no run matches ({FIGURE_CONTEXT}).")
+    elif "figure3" in fig_paths:
+        lines.append("Not drawn: the runs logged no `train_loss` history.")
+    else:
+        lines.append("Not drawn: PNG output is off or matplotlib is missing.")
+    lines.append("")
+
+    for lang_table in result.languages:
+        if not lang_table.values:
+            continue
+        name = f"languages_{_safe(lang_table.dataset)}"
+        lines += [f"## Per-language test F1: {lang_table.dataset}", ""]
+        lines.append(f"Run group: {_filter_text(lang_table.filter)}, full-width students; mean over seeds (%).")
+        if lang_table.baseline and "teacher" in lang_table.inits:
+            lines.append(
+                f" Sorted by the gain from copying ({init_label('teacher')} − {init_label(lang_table.baseline)}); "
+                f"▲ marks the {len(lang_table.marked)} language(s) that gain most: {', '.join(lang_table.marked)}."
+            )
+        lines.append("")
+        if fig_paths.get(name):
+            lines += [f"![Per-language F1 on {lang_table.dataset}]({name}.png)", ""]
+        lines += ["<details><summary>Per-language table</summary>", "", render.language_markdown(lang_table), "",
+                  "</details>", ""]
+    if not any(lt.values for lt in result.languages):
+        lines += ["## Per-language test F1", "", "No run of the chosen group logged `test_f1/<language>` metrics "
+                  f"({_filter_text(result.languages[0].filter) if result.languages else 'default group'}).", ""]
+
+    if result.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
+    return "\n".join(lines).rstrip() + "\n"

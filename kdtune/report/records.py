@@ -1,0 +1,181 @@
+"""Plain-record helpers shared by the tables and figures: typed params, selections, cell statistics.
+
+Conventions:
+- Records are `kdtune.tracking.query.TrialRecord`s (params are MLflow strings). Typed accessors
+  return None for a missing or unparsable value, so a run without a field never matches a filter
+  on that field.
+- Scores are test macro-F1 stored as fractions in [0, 1]; cells hold them in percent.
+- A cell's statistics are over seeds: mean, sample standard deviation (ddof=1; None for one seed)
+  and n = number of seeds. When several FINISHED runs share a seed in one cell (a rerun, or two
+  experiments reported together), the one that started last counts and the others are reported
+  as duplicates.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from kdtune.tracking.query import TrialRecord
+
+INIT_ORDER = ("teacher", "base", "scratch")
+INIT_LABELS = {"teacher": "from-teacher", "base": "from-base", "scratch": "from-scratch"}
+TEACHER_LABEL = "from-base (Teacher)"
+USED_STATUS = "FINISHED"
+# Params that legitimately differ between the runs of one cell.
+PER_RUN_PARAMS = {"seed"}
+
+
+def param(rec: TrialRecord, key: str) -> str | None:
+    value = rec.params.get(key)
+    return None if value is None else str(value).strip()
+
+
+def param_int(rec: TrialRecord, key: str) -> int | None:
+    try:
+        return int(float(rec.params[key]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def param_float(rec: TrialRecord, key: str) -> float | None:
+    try:
+        return float(rec.params[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def param_bool(rec: TrialRecord, key: str) -> bool | None:
+    value = (param(rec, key) or "").lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    return None
+
+
+def init_label(init: str) -> str:
+    return INIT_LABELS.get(init, init)
+
+
+def init_sort_key(init: str) -> tuple[int, str]:
+    return (INIT_ORDER.index(init), "") if init in INIT_ORDER else (len(INIT_ORDER), init)
+
+
+def dataset_order(datasets: Iterable[str], always: Iterable[str] = ()) -> list[str]:
+    """Paper datasets first (massive, tsm), then any others alphabetically."""
+    names = set(datasets) | set(always)
+    paper = [d for d in ("massive", "tsm") if d in names]
+    return paper + sorted(names - set(paper))
+
+
+def is_full_fraction(rec: TrialRecord) -> bool:
+    fraction = param_float(rec, "fraction")
+    return fraction is not None and math.isclose(fraction, 1.0)
+
+
+def is_trained(rec: TrialRecord) -> bool:
+    epochs = param_int(rec, "epochs")
+    return epochs is not None and epochs > 0
+
+
+def full_width(records: Iterable[TrialRecord]) -> dict[str, int]:
+    """Per dataset, the widest student hidden size among `records` (the paper's 768)."""
+    widest: dict[str, int] = {}
+    for rec in records:
+        hidden, dataset = param_int(rec, "hidden"), param(rec, "dataset")
+        if hidden is not None and dataset is not None:
+            widest[dataset] = max(hidden, widest.get(dataset, hidden))
+    return widest
+
+
+def only_full_width(records: list[TrialRecord]) -> list[TrialRecord]:
+    widest = full_width(records)
+    return [r for r in records if param_int(r, "hidden") == widest.get(param(r, "dataset") or "")]
+
+
+def setup_matches(rec: TrialRecord, train: str | Iterable[str], eval_: str, teacher: str) -> bool:
+    """train/eval/teacher partitions as named in the run's params (`train` may be a set)."""
+    trains = {train} if isinstance(train, str) else set(train)
+    return (
+        param(rec, "train_partition") in trains
+        and param(rec, "eval_partition") == eval_
+        and param(rec, "teacher_partition") == teacher
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Scores of one table cell (percent), the paper's number, and whether the cell applies."""
+
+    values: tuple[float, ...] = ()
+    seeds: tuple[str, ...] = ()
+    paper: float | int | None = None
+    applicable: bool = True  # False for the teacher's KD column ("-" in the paper)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def diff(self) -> float | None:
+        mean = self.mean
+        return None if mean is None or self.paper is None else mean - float(self.paper)
+
+    @property
+    def missing(self) -> bool:
+        return self.applicable and not self.values
+
+
+def seed_cell(
+    records: list[TrialRecord], metric: str = "test_f1", paper: float | int | None = None
+) -> tuple[Cell, int]:
+    """A cell from runs (one value per seed, latest run per seed) and how many duplicates it dropped."""
+    latest: dict[str, TrialRecord] = {}
+    scored = [r for r in records if metric in r.metrics and math.isfinite(r.metrics[metric])]
+    for rec in sorted(scored, key=lambda r: (r.start_time, r.run_id)):
+        latest[param(rec, "seed") or rec.run_id] = rec
+    seeds = sorted(latest, key=lambda s: (len(s), s))
+    cell = Cell(
+        values=tuple(100.0 * latest[s].metrics[metric] for s in seeds), seeds=tuple(seeds), paper=paper
+    )
+    return cell, len(scored) - len(latest)
+
+
+def teacher_cell(records: list[TrialRecord], paper: float | int | None = None) -> Cell:
+    """The teacher's score from its students' `teacher_test_f1`: one value per distinct teacher.
+
+    Every student of one teacher logs the same number, so the distinct values are the teachers
+    (n counts teachers, not students).
+    """
+    values = sorted({round(r.metrics["teacher_test_f1"], 12) for r in records if "teacher_test_f1" in r.metrics})
+    return Cell(values=tuple(100.0 * v for v in values), paper=paper)
+
+
+def group_by(records: Iterable[TrialRecord], key: Callable[[TrialRecord], tuple]) -> dict[tuple, list[TrialRecord]]:
+    groups: dict[tuple, list[TrialRecord]] = {}
+    for rec in records:
+        groups.setdefault(key(rec), []).append(rec)
+    return groups
+
+
+def varying_params(records: list[TrialRecord]) -> set[str]:
+    """Params (other than per-run ones such as seed) whose value differs between `records`."""
+    keys = set().union(*(r.params for r in records)) if records else set()
+    out = set()
+    for key in keys - PER_RUN_PARAMS:
+        if key.endswith(("_dir", "_path", "hash")):
+            continue
+        if len({r.params.get(key) for r in records}) > 1:
+            out.add(key)
+    return out

@@ -1,0 +1,383 @@
+"""The paper's Tables 2-5 rebuilt from FINISHED trial records (plain data, no rendering).
+
+Selections (params as the sweep logs them; every table uses fraction 1.0 unless said otherwise):
+- Table 2: train_partition = eval_partition = teacher_partition = all, epochs > 0. Rows are
+  init x layers x hidden as run, columns dataset x NON-KD/KD.
+- Table 3: teacher_partition = seen, eval_partition = unseen, train_partition in {seen, english},
+  epochs > 0, full-width students. Rows init x training data, columns dataset x NON-KD/KD.
+- Table 4: teacher_partition = train_partition = english, eval_partition = unseen, KD, epochs > 0,
+  full width. Rows init, one column per dataset.
+- Table 5: from-teacher full-width students, teacher_partition = eval_partition = all: "With
+  Finetune" = KD, train all, epochs > 0; "Without Finetune" = epochs 0 (copy only; KD, training
+  partition and fraction do not matter there). Plus the paper's random-score row.
+
+"Full width" is the widest student hidden size among a table's runs of that dataset (the paper's
+768); "half" is half of it (384). Paper numbers are matched by init and that width class, so a
+tiny-preset sweep (e.g. 2 layers x 32) is compared with the paper's 6 x 768 row of the same init.
+Teacher rows use the students' `teacher_test_f1` (the teacher on the same test selection).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kdtune.report import paper as paper_numbers
+from kdtune.report.paper import PAPER_DATASETS, Values
+from kdtune.report.records import (
+    TEACHER_LABEL,
+    Cell,
+    dataset_order,
+    full_width,
+    group_by,
+    init_label,
+    init_sort_key,
+    is_full_fraction,
+    is_trained,
+    only_full_width,
+    param,
+    param_bool,
+    param_int,
+    seed_cell,
+    setup_matches,
+    teacher_cell,
+    varying_params,
+)
+from kdtune.tracking.query import TrialRecord
+
+PARTITION_LABELS = {"seen": "seen lang", "unseen": "unseen lang", "english": "english", "all": "all"}
+
+
+@dataclass(frozen=True)
+class Column:
+    dataset: str
+    kd: bool | None  # None: one column per dataset
+
+    @property
+    def key(self) -> tuple[str, bool | None]:
+        return (self.dataset, self.kd)
+
+    @property
+    def setting(self) -> str:
+        return "" if self.kd is None else ("KD" if self.kd else "NON-KD")
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} {self.setting}".strip()
+
+
+@dataclass
+class Row:
+    labels: tuple[str, ...]  # what the reader sees, one per row-header column
+    keys: tuple[str, ...]  # machine values for the CSV (init, layers, ...)
+    cells: dict[tuple[str, bool | None], Cell]
+    is_teacher: bool = False
+
+
+@dataclass
+class Table:
+    name: str  # table2 ... table5: also the CSV file stem
+    title: str
+    selection: str  # one line: which runs the table reads
+    row_header: tuple[str, ...]
+    row_keys: tuple[str, ...]
+    columns: list[Column]
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_runs: int = 0  # FINISHED trial runs the table read
+    run_ids: set[str] = field(default_factory=set)
+
+    def cell(self, row_keys: tuple[str, ...], dataset: str, kd: bool | None) -> Cell:
+        for row in self.rows:
+            if row.keys == tuple(row_keys):
+                return row.cells[(dataset, kd)]
+        raise KeyError(row_keys)
+
+
+class _Cells:
+    """Builds cells and collects the table-wide notes (duplicate seeds, mixed settings)."""
+
+    def __init__(self) -> None:
+        self.duplicates = 0
+        self.mixed: set[str] = set()
+
+    def seeds(self, runs: list[TrialRecord], paper: float | int | None) -> Cell:
+        cell, dropped = seed_cell(runs, paper=paper)
+        self.duplicates += dropped
+        self.mixed |= varying_params(runs)
+        return cell
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.duplicates:
+            out.append(
+                f"{self.duplicates} run(s) repeated a seed already in their cell; only the latest run per seed counts."
+            )
+        if self.mixed:
+            out.append(
+                "Some cells average runs that differ in more than the seed: "
+                + ", ".join(sorted(self.mixed))
+                + " (narrow the experiment or check the sweep grid)."
+            )
+        return out
+
+
+def _columns(records: list[TrialRecord], with_kd: bool) -> list[Column]:
+    datasets = dataset_order((param(r, "dataset") or "?" for r in records), always=PAPER_DATASETS)
+    kds: tuple[bool | None, ...] = (False, True) if with_kd else (None,)
+    return [Column(d, kd) for d in datasets for kd in kds]
+
+
+def _runs_by_column(runs: list[TrialRecord], columns: list[Column]) -> dict[tuple, list[TrialRecord]]:
+    out: dict[tuple, list[TrialRecord]] = {c.key: [] for c in columns}
+    for rec in runs:
+        kd = param_bool(rec, "kd")
+        for col in columns:
+            if param(rec, "dataset") == col.dataset and (col.kd is None or col.kd == kd):
+                out[col.key].append(rec)
+    return out
+
+
+def _teacher_row(
+    records: list[TrialRecord], columns: list[Column], paper: Values, labels: tuple[str, ...], keys: tuple[str, ...]
+) -> Row:
+    by_col = _runs_by_column(records, [Column(c.dataset, None) for c in columns])
+    cells = {}
+    for col in columns:
+        if col.kd:  # the teacher has no KD variant: "-" as in the paper
+            cells[col.key] = Cell(applicable=False)
+        else:
+            cells[col.key] = teacher_cell(by_col[(col.dataset, None)], paper=paper.get(col.key))
+    return Row(labels=labels, keys=keys, cells=cells, is_teacher=True)
+
+
+def _teacher_note(records: list[TrialRecord]) -> str | None:
+    bases = sorted({param(r, "base_model") or "?" for r in records})
+    if not records:
+        return None
+    return (
+        f"Teacher: fine-tuned from base_model {', '.join(bases)}; its score is the `teacher_test_f1` its "
+        "students logged on their test selection (n counts distinct teachers, not students)."
+    )
+
+
+def _width_class(hidden: int, widest: int | None) -> str | None:
+    if widest is None:
+        return None
+    if hidden == widest:
+        return "full"
+    if 2 * hidden == widest or hidden == widest // 2:
+        return "half"
+    return None
+
+
+PAPER_WIDTH = {768: "full", 384: "half"}
+
+
+def table2(trials: list[TrialRecord]) -> Table:
+    sel = [
+        r for r in trials if setup_matches(r, "all", "all", "all") and is_full_fraction(r) and is_trained(r)
+    ]
+    columns = _columns(sel, with_kd=True)
+    table = Table(
+        name="table2",
+        title="Table 2: model initialization with and without KD",
+        selection="train, test and teacher data: all languages; full training data; epochs > 0",
+        row_header=("Model initialization", "Layers", "Hidden"),
+        row_keys=("init", "layers", "hidden"),
+        columns=columns,
+        n_runs=len(sel),
+        run_ids={r.run_id for r in sel},
+    )
+    widest = full_width(sel)
+    widest_all = max(widest.values()) if widest else None
+    paper_rows = {(init, PAPER_WIDTH[hidden]): values for (init, _, hidden), values in paper_numbers.paper_rows("table2")}
+    cells = _Cells()
+
+    teacher_shape = paper_numbers.paper_teacher_shape("table2")
+    table.rows.append(
+        _teacher_row(
+            sel,
+            columns,
+            paper_numbers.paper_teacher("table2"),
+            labels=(TEACHER_LABEL, "–", "–") if sel else (TEACHER_LABEL, str(teacher_shape["layers"]), str(teacher_shape["hidden"])),
+            keys=("teacher_model", "", ""),
+        )
+    )
+
+    groups = group_by(
+        (r for r in sel if param_int(r, "layers") is not None and param_int(r, "hidden") is not None),
+        lambda r: (param(r, "init") or "?", param_int(r, "layers"), param_int(r, "hidden")),
+    )
+    covered: set[tuple[str, str]] = set()
+    student_rows: list[tuple[tuple, Row]] = []
+    for (init, layers, hidden), runs in groups.items():
+        by_col = _runs_by_column(runs, columns)
+        row_cells = {}
+        for col in columns:
+            width = _width_class(hidden, widest.get(col.dataset, widest_all))
+            paper = paper_rows.get((init, width), {}).get(col.key) if width else None
+            if width and by_col[col.key]:
+                covered.add((init, width))
+            row_cells[col.key] = cells.seeds(by_col[col.key], paper)
+        # Rows whose width matches no paper row still show (with no paper number).
+        covered.update((init, w) for w in [_width_class(hidden, widest_all)] if w)
+        row = Row(labels=(init_label(init), str(layers), str(hidden)), keys=(init, str(layers), str(hidden)), cells=row_cells)
+        student_rows.append(((-hidden, init_sort_key(init), -layers), row))
+
+    # Paper rows nobody ran: shown as missing, in the shape a run of this sweep would have.
+    common_layers = Counter(param_int(r, "layers") for r in sel).most_common(1)
+    for (init, layers, hidden), values in paper_numbers.paper_rows("table2"):
+        width = PAPER_WIDTH[hidden]
+        if (init, width) in covered:
+            continue
+        if widest_all is not None and common_layers and common_layers[0][0] is not None:
+            layers, hidden = common_layers[0][0], widest_all if width == "full" else widest_all // 2
+        row_cells = {col.key: Cell(paper=values.get(col.key)) for col in columns}
+        row = Row(labels=(init_label(init), str(layers), str(hidden)), keys=(init, str(layers), str(hidden)), cells=row_cells)
+        student_rows.append(((-hidden, init_sort_key(init), -layers), row))
+
+    table.rows.extend(row for _, row in sorted(student_rows, key=lambda item: item[0]))
+    if widest:
+        table.notes.append(
+            "Paper numbers are matched by init and width: full = the widest student here (paper: 6 x 768), "
+            "half = half of it (paper: 6 x 384)."
+        )
+    table.notes += [n for n in [_teacher_note(sel)] if n] + cells.notes()
+    return table
+
+
+def _init_train_table(
+    name: str,
+    title: str,
+    selection: str,
+    sel: list[TrialRecord],
+    with_kd: bool,
+    row_header: tuple[str, ...],
+    row_keys: tuple[str, ...],
+    key_of,
+    labels_of,
+    teacher_labels: tuple[str, ...],
+) -> Table:
+    """Tables 3 and 4: paper rows in the paper's order (plus any other observed rows), teacher first."""
+    columns = _columns(sel, with_kd=with_kd)
+    table = Table(name, title, selection, row_header, row_keys, columns, n_runs=len(sel), run_ids={r.run_id for r in sel})
+    table.rows.append(
+        _teacher_row(sel, columns, paper_numbers.paper_teacher(name), teacher_labels, ("teacher_model",) + ("",) * (len(row_keys) - 1))
+    )
+    groups = group_by(sel, key_of)
+    cells = _Cells()
+    keys_in_order = [key for key, _ in paper_numbers.paper_rows(name)]
+    paper = dict(paper_numbers.paper_rows(name))
+    keys_in_order += sorted((k for k in groups if k not in paper), key=lambda k: (init_sort_key(k[0]), k[1:]))
+    for key in keys_in_order:
+        by_col = _runs_by_column(groups.get(key, []), columns)
+        row_cells = {col.key: cells.seeds(by_col[col.key], paper.get(key, {}).get(col.key)) for col in columns}
+        table.rows.append(Row(labels=labels_of(key), keys=tuple(str(k) for k in key), cells=row_cells))
+    if sel:
+        table.notes.append("Full-width students only (the widest hidden size run for each dataset).")
+    table.notes += [n for n in [_teacher_note(sel)] if n] + cells.notes()
+    return table
+
+
+def table3(trials: list[TrialRecord]) -> Table:
+    sel = only_full_width(
+        [
+            r
+            for r in trials
+            if setup_matches(r, {"seen", "english"}, "unseen", "seen") and is_full_fraction(r) and is_trained(r)
+        ]
+    )
+    return _init_train_table(
+        "table3",
+        "Table 3: zero-shot cross-lingual transfer (teacher trained on seen languages)",
+        "teacher data: seen lang; student training data: seen lang or english; test: unseen lang; "
+        "full training data; epochs > 0",
+        sel,
+        with_kd=True,
+        row_header=("Model initialization", "Training data", "Test data"),
+        row_keys=("init", "train_partition", "eval_partition"),
+        key_of=lambda r: (param(r, "init") or "?", param(r, "train_partition"), param(r, "eval_partition")),
+        labels_of=lambda k: (init_label(k[0]), PARTITION_LABELS.get(k[1], k[1]), PARTITION_LABELS.get(k[2], k[2])),
+        teacher_labels=(TEACHER_LABEL, "seen lang", "unseen lang"),
+    )
+
+
+def table4(trials: list[TrialRecord]) -> Table:
+    sel = only_full_width(
+        [
+            r
+            for r in trials
+            if setup_matches(r, "english", "unseen", "english")
+            and param_bool(r, "kd") is True
+            and is_full_fraction(r)
+            and is_trained(r)
+        ]
+    )
+    return _init_train_table(
+        "table4",
+        "Table 4: teacher and students trained on english only, with KD",
+        "teacher and student training data: english; test: unseen lang; KD; full training data; epochs > 0",
+        sel,
+        with_kd=False,
+        row_header=("Model initialization",),
+        row_keys=("init",),
+        key_of=lambda r: (param(r, "init") or "?",),
+        labels_of=lambda k: (init_label(k[0]),),
+        teacher_labels=(TEACHER_LABEL,),
+    )
+
+
+TABLE5_LABELS = {"with_finetune": "With Finetune", "without_finetune": "Without Finetune", "random": "Random Score"}
+
+
+def table5(trials: list[TrialRecord]) -> Table:
+    base = [
+        r
+        for r in trials
+        if param(r, "init") == "teacher"
+        and param(r, "eval_partition") == "all"
+        and param(r, "teacher_partition") == "all"
+    ]
+    finetuned = [
+        r
+        for r in base
+        if is_trained(r) and param_bool(r, "kd") is True and param(r, "train_partition") == "all" and is_full_fraction(r)
+    ]
+    copied = [r for r in base if param_int(r, "epochs") == 0]
+    widest = full_width(finetuned + copied)
+
+    def full(runs: list[TrialRecord]) -> list[TrialRecord]:
+        return [r for r in runs if param_int(r, "hidden") == widest.get(param(r, "dataset") or "")]
+
+    finetuned, copied = full(finetuned), full(copied)
+    columns = _columns(finetuned + copied, with_kd=False)
+    table = Table(
+        name="table5",
+        title="Table 5: copying the teacher's weights, without and with fine-tuning",
+        selection="from-teacher full-width students; teacher and test data: all languages; "
+        "With Finetune: KD, epochs > 0, full training data; Without Finetune: epochs = 0 (copy only)",
+        row_header=("Training method",),
+        row_keys=("method",),
+        columns=columns,
+        n_runs=len(finetuned) + len(copied),
+        run_ids={r.run_id for r in finetuned + copied},
+    )
+    cells = _Cells()
+    runs = {"with_finetune": finetuned, "without_finetune": copied}
+    for (key,), values in paper_numbers.paper_rows("table5"):
+        if key in runs:
+            by_col = _runs_by_column(runs[key], columns)
+            row_cells = {col.key: cells.seeds(by_col[col.key], values.get(col.key)) for col in columns}
+        else:  # the random score exists only as the paper's number
+            row_cells = {col.key: Cell(paper=values.get(col.key), applicable=False) for col in columns}
+        table.rows.append(Row(labels=(TABLE5_LABELS.get(key, key),), keys=(key,), cells=row_cells))
+    table.notes.append(
+        "Random Score is the paper's (all predictions = the majority class); kdtune does not compute it."
+    )
+    table.notes += cells.notes()
+    return table
+
+
+def all_tables(trials: list[TrialRecord]) -> list[Table]:
+    return [table2(trials), table3(trials), table4(trials), table5(trials)]
