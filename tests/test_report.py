@@ -40,7 +40,7 @@ class Spec:
     hidden: int = 32
     train: str = "all"
     eval: str = "all"
-    teacher: str = "all"
+    teacher: str = "None"  # unset, as the sweep logs it: the teacher trains on train_partition
     fraction: float = 1.0
     epochs: int = 3
     teacher_f1: float | None = None
@@ -104,7 +104,7 @@ def _params(spec: Spec) -> dict[str, str]:
         "dataset": spec.dataset, "base_model": "tiny-preset", "init": spec.init, "layers": str(spec.layers),
         "hidden": str(spec.hidden), "kd": str(spec.kd), "train_partition": spec.train,
         "eval_partition": spec.eval, "teacher_partition": spec.teacher, "fraction": str(spec.fraction),
-        "seed": str(spec.seed), "epochs": str(spec.epochs), "layer_map": "paper", "lr": "5e-05",
+        "seed": str(spec.seed), "epochs": str(spec.epochs), "batch_size": "8", "layer_map": "paper", "lr": "5e-05",
     }
 
 

@@ -21,6 +21,7 @@ from kdtune.report.records import (
     only_full_width,
     param,
     param_bool,
+    teacher_partition,
 )
 from kdtune.tracking.query import TrialRecord
 
@@ -92,6 +93,8 @@ def _matches(rec: TrialRecord, key: str, wanted: str) -> bool:
             return math.isclose(float(rec.params.get("fraction", "nan")), float(wanted))
         except ValueError:
             return False
+    if key == "teacher_partition":
+        return teacher_partition(rec) == wanted
     return param(rec, key) == wanted
 
 

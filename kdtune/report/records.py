@@ -5,6 +5,10 @@ Conventions:
   return None for a missing or unparsable value, so a run without a field never matches a filter
   on that field.
 - Scores are test macro-F1 stored as fractions in [0, 1]; cells hold them in percent.
+- The sweep logs unset optional fields as the string "None": `teacher_partition` None means the
+  student's own `train_partition`; `layers` None means half the teacher's layers and `hidden` None
+  the teacher's hidden size (`TEACHER_WIDTH`, wider than any explicit size for sorting).
+- `epochs` may be fractional; epochs 0 means the copied student is evaluated without training.
 - A cell's statistics are over seeds: mean, sample standard deviation (ddof=1; None for one seed)
   and n = number of seeds. When several FINISHED runs share a seed in one cell (a rerun, or two
   experiments reported together), the one that started last counts and the others are reported
@@ -28,9 +32,17 @@ USED_STATUS = "FINISHED"
 PER_RUN_PARAMS = {"seed"}
 
 
+UNSET = ("", "none", "null")
+TEACHER_WIDTH = math.inf  # hidden "None": the student keeps the teacher's hidden size
+
+
 def param(rec: TrialRecord, key: str) -> str | None:
     value = rec.params.get(key)
     return None if value is None else str(value).strip()
+
+
+def is_unset(rec: TrialRecord, key: str) -> bool:
+    return (param(rec, key) or "").lower() in UNSET
 
 
 def param_int(rec: TrialRecord, key: str) -> int | None:
@@ -77,15 +89,42 @@ def is_full_fraction(rec: TrialRecord) -> bool:
 
 
 def is_trained(rec: TrialRecord) -> bool:
-    epochs = param_int(rec, "epochs")
+    epochs = param_float(rec, "epochs")
     return epochs is not None and epochs > 0
 
 
-def full_width(records: Iterable[TrialRecord]) -> dict[str, int]:
+def is_copy_only(rec: TrialRecord) -> bool:
+    return param_float(rec, "epochs") == 0
+
+
+def teacher_partition(rec: TrialRecord) -> str | None:
+    """The teacher's training languages; unset means the student's own training partition."""
+    return param(rec, "train_partition") if is_unset(rec, "teacher_partition") else param(rec, "teacher_partition")
+
+
+def hidden_of(rec: TrialRecord) -> float | None:
+    """Student hidden size; TEACHER_WIDTH when unset (teacher's size); None when unparsable."""
+    return TEACHER_WIDTH if is_unset(rec, "hidden") else param_int(rec, "hidden")
+
+
+def layers_of(rec: TrialRecord) -> int | None:
+    """Student layers; None when unset (half the teacher's) or unparsable."""
+    return None if is_unset(rec, "layers") else param_int(rec, "layers")
+
+
+def hidden_label(hidden: float | None) -> str:
+    return "= teacher" if hidden == TEACHER_WIDTH else ("?" if hidden is None else str(int(hidden)))
+
+
+def layers_label(rec_layers: int | None) -> str:
+    return "½ teacher" if rec_layers is None else str(rec_layers)
+
+
+def full_width(records: Iterable[TrialRecord]) -> dict[str, float]:
     """Per dataset, the widest student hidden size among `records` (the paper's 768)."""
-    widest: dict[str, int] = {}
+    widest: dict[str, float] = {}
     for rec in records:
-        hidden, dataset = param_int(rec, "hidden"), param(rec, "dataset")
+        hidden, dataset = hidden_of(rec), param(rec, "dataset")
         if hidden is not None and dataset is not None:
             widest[dataset] = max(hidden, widest.get(dataset, hidden))
     return widest
@@ -93,7 +132,7 @@ def full_width(records: Iterable[TrialRecord]) -> dict[str, int]:
 
 def only_full_width(records: list[TrialRecord]) -> list[TrialRecord]:
     widest = full_width(records)
-    return [r for r in records if param_int(r, "hidden") == widest.get(param(r, "dataset") or "")]
+    return [r for r in records if hidden_of(r) == widest.get(param(r, "dataset") or "")]
 
 
 def setup_matches(rec: TrialRecord, train: str | Iterable[str], eval_: str, teacher: str) -> bool:
@@ -102,7 +141,7 @@ def setup_matches(rec: TrialRecord, train: str | Iterable[str], eval_: str, teac
     return (
         param(rec, "train_partition") in trains
         and param(rec, "eval_partition") == eval_
-        and param(rec, "teacher_partition") == teacher
+        and teacher_partition(rec) == teacher
     )
 
 

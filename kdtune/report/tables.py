@@ -26,6 +26,13 @@ from kdtune.report import paper as paper_numbers
 from kdtune.report.paper import PAPER_DATASETS, Values
 from kdtune.report.records import (
     TEACHER_LABEL,
+    TEACHER_WIDTH,
+    hidden_label,
+    hidden_of,
+    is_copy_only,
+    layers_label,
+    layers_of,
+    teacher_partition,
     Cell,
     dataset_order,
     full_width,
@@ -37,7 +44,6 @@ from kdtune.report.records import (
     only_full_width,
     param,
     param_bool,
-    param_int,
     seed_cell,
     setup_matches,
     teacher_cell,
@@ -161,14 +167,15 @@ def _teacher_note(records: list[TrialRecord]) -> str | None:
     )
 
 
-def _width_class(hidden: int, widest: int | None) -> str | None:
-    if widest is None:
+def _width_class(hidden: float | None, widest: float | None) -> str | None:
+    """full / half relative to the widest student (None when it cannot be told)."""
+    if hidden is None or widest is None:
         return None
     if hidden == widest:
         return "full"
-    if 2 * hidden == widest or hidden == widest // 2:
+    if widest != TEACHER_WIDTH and (2 * hidden == widest or hidden == widest // 2):
         return "half"
-    return None
+    return None  # e.g. an explicit size beside teacher-width runs: the teacher's size is unknown here
 
 
 PAPER_WIDTH = {768: "full", 384: "half"}
@@ -177,6 +184,7 @@ PAPER_WIDTH = {768: "full", 384: "half"}
 def table2(trials: list[TrialRecord]) -> Table:
     sel = [
         r for r in trials if setup_matches(r, "all", "all", "all") and is_full_fraction(r) and is_trained(r)
+        and hidden_of(r) is not None
     ]
     columns = _columns(sel, with_kd=True)
     table = Table(
@@ -205,37 +213,46 @@ def table2(trials: list[TrialRecord]) -> Table:
         )
     )
 
-    groups = group_by(
-        (r for r in sel if param_int(r, "layers") is not None and param_int(r, "hidden") is not None),
-        lambda r: (param(r, "init") or "?", param_int(r, "layers"), param_int(r, "hidden")),
-    )
+    def sort_key(init: str, layers: int | None, hidden: float) -> tuple:
+        return (-hidden, init_sort_key(init), -(layers or 0))
+
+    groups = group_by(sel, lambda r: (param(r, "init") or "?", param(r, "layers") or "", param(r, "hidden") or ""))
     covered: set[tuple[str, str]] = set()
     student_rows: list[tuple[tuple, Row]] = []
-    for (init, layers, hidden), runs in groups.items():
+    for (init, layers_raw, hidden_raw), runs in groups.items():
+        layers, hidden = layers_of(runs[0]), hidden_of(runs[0])
         by_col = _runs_by_column(runs, columns)
         row_cells = {}
         for col in columns:
             width = _width_class(hidden, widest.get(col.dataset, widest_all))
             paper = paper_rows.get((init, width), {}).get(col.key) if width else None
+            row_cells[col.key] = cells.seeds(by_col[col.key], paper)
             if width and by_col[col.key]:
                 covered.add((init, width))
-            row_cells[col.key] = cells.seeds(by_col[col.key], paper)
-        # Rows whose width matches no paper row still show (with no paper number).
-        covered.update((init, w) for w in [_width_class(hidden, widest_all)] if w)
-        row = Row(labels=(init_label(init), str(layers), str(hidden)), keys=(init, str(layers), str(hidden)), cells=row_cells)
-        student_rows.append(((-hidden, init_sort_key(init), -layers), row))
+        row = Row(labels=(init_label(init), layers_label(layers), hidden_label(hidden)),
+                  keys=(init, layers_raw, hidden_raw), cells=row_cells)
+        student_rows.append((sort_key(init, layers, hidden), row))
 
     # Paper rows nobody ran: shown as missing, in the shape a run of this sweep would have.
-    common_layers = Counter(param_int(r, "layers") for r in sel).most_common(1)
-    for (init, layers, hidden), values in paper_numbers.paper_rows("table2"):
-        width = PAPER_WIDTH[hidden]
+    common = Counter((layers_of(r), param(r, "layers") or "") for r in sel).most_common(1)
+    for (init, p_layers, p_hidden), values in paper_numbers.paper_rows("table2"):
+        width = PAPER_WIDTH[p_hidden]
         if (init, width) in covered:
             continue
-        if widest_all is not None and common_layers and common_layers[0][0] is not None:
-            layers, hidden = common_layers[0][0], widest_all if width == "full" else widest_all // 2
+        labels, keys = (init_label(init), str(p_layers), str(p_hidden)), (init, str(p_layers), str(p_hidden))
+        hidden_sort: float = p_hidden
+        if widest_all is not None and common:
+            (layers, layers_raw), _ = common[0]
+            p_layers = layers or 0
+            if widest_all == TEACHER_WIDTH:  # half of an unknown teacher width: no number to show
+                hidden_sort = TEACHER_WIDTH if width == "full" else 1e12
+                hidden_text, hidden_key = ("= teacher", "None") if width == "full" else ("½ teacher", "")
+            else:
+                hidden_sort = widest_all if width == "full" else widest_all // 2
+                hidden_text = hidden_key = str(int(hidden_sort))
+            labels, keys = (init_label(init), layers_label(layers), hidden_text), (init, layers_raw, hidden_key)
         row_cells = {col.key: Cell(paper=values.get(col.key)) for col in columns}
-        row = Row(labels=(init_label(init), str(layers), str(hidden)), keys=(init, str(layers), str(hidden)), cells=row_cells)
-        student_rows.append(((-hidden, init_sort_key(init), -layers), row))
+        student_rows.append((sort_key(init, p_layers, hidden_sort), Row(labels=labels, keys=keys, cells=row_cells)))
 
     table.rows.extend(row for _, row in sorted(student_rows, key=lambda item: item[0]))
     if widest:
@@ -243,6 +260,9 @@ def table2(trials: list[TrialRecord]) -> Table:
             "Paper numbers are matched by init and width: full = the widest student here (paper: 6 x 768), "
             "half = half of it (paper: 6 x 384)."
         )
+    if any(hidden_of(r) == TEACHER_WIDTH for r in sel) or any(layers_of(r) is None for r in sel):
+        table.notes.append("'= teacher' / '½ teacher': the sweep left hidden / layers unset (the teacher's "
+                           "hidden size, half the teacher's layers).")
     table.notes += [n for n in [_teacher_note(sel)] if n] + cells.notes()
     return table
 
@@ -337,18 +357,18 @@ def table5(trials: list[TrialRecord]) -> Table:
         for r in trials
         if param(r, "init") == "teacher"
         and param(r, "eval_partition") == "all"
-        and param(r, "teacher_partition") == "all"
+        and teacher_partition(r) == "all"
     ]
     finetuned = [
         r
         for r in base
         if is_trained(r) and param_bool(r, "kd") is True and param(r, "train_partition") == "all" and is_full_fraction(r)
     ]
-    copied = [r for r in base if param_int(r, "epochs") == 0]
+    copied = [r for r in base if is_copy_only(r)]
     widest = full_width(finetuned + copied)
 
     def full(runs: list[TrialRecord]) -> list[TrialRecord]:
-        return [r for r in runs if param_int(r, "hidden") == widest.get(param(r, "dataset") or "")]
+        return [r for r in runs if hidden_of(r) == widest.get(param(r, "dataset") or "")]
 
     finetuned, copied = full(finetuned), full(copied)
     columns = _columns(finetuned + copied, with_kd=False)
