@@ -218,3 +218,13 @@ def test_format_and_filter_errors():
     assert parse_filter("train_partition=english", [rec()])["train_partition"] == "english"
     with pytest.raises(UsageError, match="key=value"):
         parse_filter("kd", [rec()])
+
+
+def test_png_skipped_with_a_warning_without_matplotlib(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    runs = [rec(fraction=f, seed=s, init=i, test_f1=0.5) for f in (0.1, 1.0) for s in (1, 2) for i in ("teacher", "base")]
+    result = build_report(runs, tmp_path, formats=("md", "png"), history=lambda ids, key: {})
+    assert len(result.warnings) == 1 and "kdtune[report]" in result.warnings[0]
+    assert not list(tmp_path.glob("*.png"))
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "![" not in text and "matplotlib is missing" in text

@@ -181,8 +181,9 @@ def draw_figure2(data: list[FractionCurves], path: Path, context: str) -> Path:
         ax.set_xlabel("training data used (% of the training split, log scale)")
         ax.set_ylabel("test macro-F1 (%)")
         ax.set_title(f"{panel.dataset}: test F1 vs training data size")
+        ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]))  # F1 is never negative
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8, title="init (error bars: ±1 std)", title_fontsize=8)
+        ax.legend(loc="best", fontsize=8, title="init (error bars: ±1 std)", title_fontsize=8)
     fig.suptitle(f"Figure 2: test macro-F1 vs amount of training data\n{context}", fontsize=10)
     fig.savefig(path, dpi=DPI)
     return path
