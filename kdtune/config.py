@@ -70,7 +70,7 @@ class TrialConfig:
     hidden_match: str = "select"
     # optimisation (transformers' defaults unless the paper says otherwise)
     seed: int = 1
-    epochs: float = 30
+    epochs: float = 30.0
     max_steps: int | None = None
     batch_size: int = 8  # transformers' default per-device batch size, as the paper used
     lr: float = 5e-5
@@ -81,7 +81,7 @@ class TrialConfig:
     group_by_length: bool = True
     precision: str = "auto"
     # teacher stage (fine-tuned once per distinct teacher key, best of teacher_seeds by val F1)
-    teacher_epochs: float = 30
+    teacher_epochs: float = 30.0
     teacher_max_steps: int | None = None
     teacher_lr: float = 5e-5
     teacher_batch_size: int = 8
@@ -136,8 +136,8 @@ class TrialConfig:
     @property
     def run_name(self) -> str:
         """Readable child-run name, e.g. massive/teacher/L6/h768/kd/all-all/data100%/s1."""
-        layers = f"L{self.layers}" if self.layers else "L/2"
-        hidden = f"h{self.hidden}" if self.hidden else "hT"
+        layers = f"L{self.layers}" if self.layers else "Lhalf"  # the default: half the teacher's
+        hidden = f"h{self.hidden}" if self.hidden else "hfull"
         part = f"{self.train_partition}-{self.eval_partition}"
         if self.teacher_partition and self.teacher_partition != self.train_partition:
             part = f"T{self.teacher_partition}-{part}"
@@ -326,9 +326,12 @@ def default_of(key: str) -> Any:
 def make_trial(values: dict[str, Any], path: str = "<config>", where: str = "") -> TrialConfig:
     """Build and validate one TrialConfig from plain values (YAML scalars)."""
     prefix = f"{where}." if where else ""
-    clean = {}
-    for key, value in values.items():
-        clean[key] = coerce(key, value, path, prefix)
+    unknown = set(values) - set(TRIAL_FIELDS)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise UsageError(f"{path}: {prefix}{key}: unknown trial field{did_you_mean(key, TRIAL_FIELDS)}")
+    # Defaults go through the same coercion, so a hash never depends on 30 vs 30.0.
+    clean = {key: coerce(key, values.get(key, default_of(key)), path, prefix) for key in TRIAL_FIELDS}
     trial = TrialConfig(**clean)
     validate_trial(trial, path, prefix)
     return trial
@@ -343,7 +346,7 @@ def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
             return None
         raise UsageError(f"{where}: a value is required ({kind.replace(' | None', '')})")
     if key == "layer_map":
-        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
         if isinstance(value, str) and value in LAYER_MAPS:
             return value
@@ -351,7 +354,7 @@ def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
     if key == "teacher_seeds":
         if isinstance(value, int) and not isinstance(value, bool):
             return (value,)
-        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
             return tuple(value)
         raise UsageError(f"{where}: expected an int or a non-empty list of ints, got {value!r}")
     if key in ("train_partition", "eval_partition", "teacher_partition") and isinstance(value, list):

@@ -75,9 +75,12 @@ def build_inputs(
 
 
 def eval_set(rows, tokenizer, max_length: int, batch_size: int) -> EvalSet:
+    import numpy as np
+    import pyarrow.compute as pc
+
     enc = data.encode(rows, tokenizer, max_length)
-    enc = enc.map(lambda b: {"_len": [len(x) for x in b["input_ids"]]}, batched=True)
-    enc = enc.sort("_len").remove_columns("_len")
+    lengths = pc.list_value_length(enc.with_format("arrow")["input_ids"]).to_numpy(zero_copy_only=False)
+    enc = enc.select(np.argsort(lengths, kind="stable"))
     loader = data.make_loader(enc, tokenizer, batch_size, shuffle=False)
     return EvalSet(loader, list(enc["language"]))
 

@@ -28,7 +28,9 @@ from kdtune.errors import UsageError
 
 for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0",
                "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false",
-               "RAY_DEDUP_LOGS": "0"}.items():
+               "RAY_DEDUP_LOGS": "0",
+               # kdtune's checkpoints are tiny pointers (see trainable.py): Ray's sync warning is noise
+               "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}.items():
     os.environ.setdefault(_k, _v)
 
 

@@ -66,9 +66,11 @@ def ensure_teacher(
 def fine_tune(trial: TrialConfig, out: Path, log: Callable[[str], None] = print, device=None) -> dict:
     """Fine-tune the base model on the teacher's languages for each seed; save the best."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from kdtune.models.preset import resolve_base_model
 
+    hf_logging.set_verbosity_error()  # the expected "classifier newly initialized" load report
     device = device or pick_device()
     base = resolve_base_model(trial.base_model, trial.dataset, trial.data_dir)
     tokenizer = AutoTokenizer.from_pretrained(base)

@@ -41,6 +41,7 @@ def run_trial(config: dict[str, Any]) -> None:
     run_id, attempt = attach_run(tracker, trial, ctx["parent"], ctx.get("sweep", ""))
     device = pick_device()
     started = time.time()
+    finished = False
     try:
         inject_fault(trial.run_name, attempt)
         teacher_dir = ensure_teacher(trial, store, log=lambda m: None, device=device)
@@ -73,15 +74,24 @@ def run_trial(config: dict[str, Any]) -> None:
                 built.tokenizer.save_pretrained(tmp)
                 tracker.log_folder(run_id, tmp, "student")
         tracker.end_run(run_id, "FINISHED")
+        finished = True
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         tune.report({"val_f1": outcome.best_val_f1, "best_val_f1": outcome.best_val_f1,
-                     "test_f1": outcome.test["f1"], "step": outcome.steps, "done": True})
+                     "test_f1": outcome.test["f1"], "step": outcome.steps})
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
         tracker.set_tags(run_id, {"kdtune.failure": str(exc)})
         tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         tracker.end_run(run_id, "FAILED")
+    except SystemExit:
+        # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
+        if not finished:
+            tracker.set_tags(run_id, {"kdtune.stopped": "stopped by Ray Tune (early stopping)"})
+            tracker.end_run(run_id, "KILLED")
+        raise
     except BaseException as exc:
+        if finished:  # failed after its run was complete (e.g. the last report): the run stands
+            raise
         reason = "CUDA out of memory" if "out of memory" in str(exc).lower() else type(exc).__name__
         tracker.set_tags(run_id, {"kdtune.failure": f"{reason}: {str(exc)[:500]}"})
         tracker.log_text(run_id, traceback.format_exc(), "error.txt")

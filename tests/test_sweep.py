@@ -1,0 +1,145 @@
+"""End to end: real Ray Tune + real MLflow (sqlite) on the real tsm files with an offline preset.
+
+One Ray for the whole module. The grid is small (2 inits x NON-KD/KD) and the model micro, so the
+module runs in a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=128 * 1024**2, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, shared_data, kdtune_cache, ray_session):
+    root = tmp_path_factory.mktemp("sweep")
+    sweep = root / "tsm-small.yaml"
+    sweep.write_text(textwrap.dedent(f"""
+        # a small Table 2 on tsm
+        name: tsm-small
+        tracking: {{experiment: kdtune-test}}
+        fixed:
+          dataset: tsm
+          data_dir: {shared_data}
+          base_model: preset:micro
+          fraction: 0.05
+          epochs: 2
+          batch_size: 32
+          lr: 1.0e-3
+          eval_steps: 10
+          log_steps: 5
+          max_length: 48
+          teacher_max_steps: 60
+          teacher_batch_size: 32
+          teacher_lr: 1.0e-3
+          teacher_eval_steps: 30
+          save_model: true
+        grid:
+          init: [teacher, scratch]
+          kd: [false, true]
+        resources: {{cpu: 1}}
+        max_concurrent: 2
+    """))
+    return {"root": root, "sweep": sweep, "uri": f"sqlite:///{root}/mlruns/mlflow.db", "store": root / "mlruns"}
+
+
+def run_cli(env, *extra) -> int:
+    from kdtune.cli import main
+
+    return main(["sweep", str(env["sweep"]), "--tracking-uri", env["uri"], "--storage", str(env["store"]), *extra])
+
+
+def client_runs(env, kind: str | None = None):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["uri"])
+    exp = client.get_experiment_by_name("kdtune-test")
+    filt = f"tags.`kdtune.kind` = '{kind}'" if kind else ""
+    return client, client.search_runs([exp.experiment_id], filt, max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def first_run(env):
+    assert run_cli(env) == 0
+    return client_runs(env)
+
+
+def test_grid_runs_are_nested_finished_and_fully_logged(env, first_run):
+    client, runs = first_run
+    parents = [r for r in runs if r.data.tags.get("kdtune.kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("kdtune.kind") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == 4
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    assert {(r.data.params["init"], r.data.params["kd"]) for r in trials} == {
+        ("teacher", "False"), ("teacher", "True"), ("scratch", "False"), ("scratch", "True")}
+    for r in trials:
+        for key in ("dataset", "init", "kd", "train_partition", "eval_partition", "fraction", "seed", "hidden", "layers"):
+            assert key in r.data.params
+        assert 0 <= r.data.metrics["test_f1"] <= 1
+        assert {f"test_f1/{lang}" for lang in ("arabic", "english", "spanish")} <= set(r.data.metrics)
+        history = client.get_metric_history(r.info.run_id, "train_loss")
+        assert len(history) >= 3 and history[0].step < history[-1].step
+    # the YAML and the resolved grid are artifacts of the parent
+    names = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"sweep.yaml", "grid.json"} <= names
+
+
+def test_one_teacher_trained_once_for_the_whole_grid(env, first_run):
+    _, teachers = client_runs(env, "teacher")
+    assert len(teachers) == 1
+    assert len(list((env["store"] / "teachers").glob("*/teacher.json"))) == 1
+
+
+def test_saved_student_reloads_and_reproduces_the_logged_test_f1(env, first_run, shared_data):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdtune.inputs import build_inputs, load_splits
+    from kdtune.train import evaluate
+
+    client, runs = first_run
+    run = next(r for r in runs if r.data.tags.get("kdtune.kind") == "trial" and r.data.params["init"] == "teacher"
+               and r.data.params["kd"] == "True")
+    folder = client.download_artifacts(run.info.run_id, "student", str(env["root"] / "download"))
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    inputs = build_inputs(load_splits("tsm", str(shared_data)), "tsm", tok, train_partition="all",
+                          eval_partition="all", fraction=0.05, seed=1, batch_size=32, max_length=48)
+    scores = evaluate(model, inputs.test.loader, torch.device("cpu"), "fp32", inputs.test.languages)
+    assert scores["f1"] == pytest.approx(run.data.metrics["test_f1"], abs=1e-9)
+
+
+def test_rerun_skips_finished_trials_and_reattaches_to_the_parent(env, first_run, capsys):
+    _, before = first_run
+    assert run_cli(env) == 0
+    out = capsys.readouterr().out
+    assert "4 already ended (skipped), 0 to run" in out
+    _, after = client_runs(env)
+    assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in before)
+
+
+def test_a_second_sweep_reuses_the_teacher_and_records_set_overrides(env, first_run):
+    assert run_cli(env, "--set", "name=tsm-second", "--set", "grid.init=[base]", "--set", "grid.kd=[true]",
+                   "--set", "fixed.epochs=1") == 0
+    client, runs = client_runs(env)
+    teachers = [r for r in runs if r.data.tags.get("kdtune.kind") == "teacher"]
+    assert len(teachers) == 1  # reused from the first sweep's store
+    second = [r for r in runs if r.data.tags.get("kdtune.sweep") == "tsm-second" and r.data.tags.get("kdtune.kind") == "trial"]
+    assert len(second) == 1 and second[0].info.status == "FINISHED"
+    assert second[0].data.params["epochs"] == "1.0" and second[0].data.params["init"] == "base"
