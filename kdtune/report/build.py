@@ -175,6 +175,10 @@ def _markdown(
         lines += [f"## {table.title}", "", f"Runs: {table.n_runs}. Selection: {table.selection}.", ""]
         lines += [render.table_markdown(table), ""]
         lines += [f"- {note}" for note in table.notes]
+        empty = render.datasets_without_runs(table)
+        if empty and len(empty) < len({c.dataset for c in table.columns}):
+            where = f" (the paper's numbers for them are in [{table.name}.csv]({table.name}.csv))" if "csv" in formats else ""
+            lines.append(f"- No runs for {', '.join(empty)} in this table: columns left out{where}.")
         if "csv" in formats:
             lines.append(f"- Data: [{table.name}.csv]({table.name}.csv)")
         lines.append("")

@@ -232,7 +232,7 @@ def draw_figure3(
             if j == 0:
                 ax.set_ylabel("training loss (KD + CE)")
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"Figure 3: training loss per step (band: min to max over seeds)\n{context}", fontsize=10)
     fig.savefig(path, dpi=DPI)
     return path

@@ -58,13 +58,28 @@ def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | 
     return "\n".join(lines)
 
 
+def datasets_without_runs(table: Table) -> list[str]:
+    """Datasets whose columns hold no score at all in this table (in column order)."""
+    seen: dict[str, bool] = {}
+    for col in table.columns:
+        filled = any(row.cells[col.key].n for row in table.rows)
+        seen[col.dataset] = seen.get(col.dataset, False) or filled
+    return [d for d, filled in seen.items() if not filled]
+
+
 def table_markdown(table: Table) -> str:
-    header = list(table.row_header) + [c.label for c in table.columns]
-    align = [":--"] * len(table.row_header) + [":-:"] * len(table.columns)
+    """The table; a dataset without any run in it is left out (its paper numbers stay in the CSV)."""
+    empty = set(datasets_without_runs(table))
+    columns = [c for c in table.columns if c.dataset not in empty] or table.columns
+    header = list(table.row_header) + [c.label for c in columns]
+    align = [":--"] * len(table.row_header) + [":-:"] * len(columns)
     rows = []
     for row in table.rows:
+        cells = [row.cells[c.key] for c in columns]
+        if all(not c.applicable and c.paper is None for c in cells):
+            continue  # e.g. the paper-only random-score row once the paper's datasets are left out
         labels = [f"*{label}*" if row.is_teacher and i == 0 else label for i, label in enumerate(row.labels)]
-        rows.append(labels + [cell_markdown(row.cells[c.key]) for c in table.columns])
+        rows.append(labels + [cell_markdown(c) for c in cells])
     return markdown_table(header, rows, align)
 
 

@@ -255,7 +255,7 @@ def table2(trials: list[TrialRecord]) -> Table:
         student_rows.append((sort_key(init, p_layers, hidden_sort), Row(labels=labels, keys=keys, cells=row_cells)))
 
     table.rows.extend(row for _, row in sorted(student_rows, key=lambda item: item[0]))
-    if widest:
+    if set(widest) & set(PAPER_DATASETS):
         table.notes.append(
             "Paper numbers are matched by init and width: full = the widest student here (paper: 6 x 768), "
             "half = half of it (paper: 6 x 384)."
