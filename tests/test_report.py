@@ -104,7 +104,8 @@ def _params(spec: Spec) -> dict[str, str]:
         "dataset": spec.dataset, "base_model": "tiny-preset", "init": spec.init, "layers": str(spec.layers),
         "hidden": str(spec.hidden), "kd": str(spec.kd), "train_partition": spec.train,
         "eval_partition": spec.eval, "teacher_partition": spec.teacher, "fraction": str(spec.fraction),
-        "seed": str(spec.seed), "epochs": str(float(spec.epochs)),  # the sweep logs floats: "30.0", "0.0" "batch_size": "8", "layer_map": "paper", "lr": "5e-05",
+        "seed": str(spec.seed), "epochs": str(float(spec.epochs)),  # logged as the sweep does: "3.0", "0.0"
+        "batch_size": "8", "layer_map": "paper", "lr": "5e-05",
     }
 
 
