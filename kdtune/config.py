@@ -311,7 +311,10 @@ def expand_grid(fixed: dict, grid: dict, overrides: list, path: str) -> list[Tri
         for ov in overrides:
             if all(values.get(k, default_of(k)) == v for k, v in ov["match"].items()):
                 values.update(ov["set"])
-        trial = make_trial(values, path, "grid" if keys else "fixed")
+        sections = {k: "fixed" for k in fixed} | {k: "grid" for k in keys}
+        for i, ov in enumerate(overrides):
+            sections.update({k: f"overrides[{i}].set" for k in ov["set"]})
+        trial = make_trial(values, path, sections)
         if trial.config_hash not in seen:  # e.g. overrides that collapse two grid points
             seen.add(trial.config_hash)
             trials.append(trial)
@@ -323,15 +326,19 @@ def default_of(key: str) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def make_trial(values: dict[str, Any], path: str = "<config>", where: str = "") -> TrialConfig:
-    """Build and validate one TrialConfig from plain values (YAML scalars)."""
-    prefix = f"{where}." if where else ""
+def make_trial(values: dict[str, Any], path: str = "<config>", sections: dict[str, str] | None = None) -> TrialConfig:
+    """Build and validate one TrialConfig from plain values (YAML scalars).
+
+    `sections` says where each key was written (fixed, grid, overrides[i].set), for messages.
+    """
+    sections = sections or {}
+    prefix = lambda key: f"{sections[key]}." if key in sections else ""  # noqa: E731
     unknown = set(values) - set(TRIAL_FIELDS)
     if unknown:
         key = sorted(unknown)[0]
-        raise UsageError(f"{path}: {prefix}{key}: unknown trial field{did_you_mean(key, TRIAL_FIELDS)}")
+        raise UsageError(f"{path}: {prefix(key)}{key}: unknown trial field{did_you_mean(key, TRIAL_FIELDS)}")
     # Defaults go through the same coercion, so a hash never depends on 30 vs 30.0.
-    clean = {key: coerce(key, values.get(key, default_of(key)), path, prefix) for key in TRIAL_FIELDS}
+    clean = {key: coerce(key, values.get(key, default_of(key)), path, prefix(key)) for key in TRIAL_FIELDS}
     trial = TrialConfig(**clean)
     validate_trial(trial, path, prefix)
     return trial
@@ -380,9 +387,9 @@ def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
     return value
 
 
-def validate_trial(t: TrialConfig, path: str, prefix: str) -> None:
+def validate_trial(t: TrialConfig, path: str, prefix=lambda key: "") -> None:
     def bad(key: str, msg: str) -> UsageError:
-        return UsageError(f"{path}: {prefix}{key}: {msg}")
+        return UsageError(f"{path}: {prefix(key)}{key}: {msg}")
 
     choices = {
         "dataset": DATASETS,

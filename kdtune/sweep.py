@@ -89,16 +89,59 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
                 data.languages(t.dataset, value if value in PARTITIONS else value.split(","))
             except UsageError as exc:
                 raise UsageError(f"{where}: {key}: {exc}") from None
+    for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials}.values():
+        check_student_shape(t, where)
     check_reachable(tracking_uri)  # last: for a server this is a network round trip
 
 
+def check_student_shape(t: TrialConfig, where: str) -> None:
+    """layers/hidden/layer_map against the teacher's shape, when it is known without downloading."""
+    from kdtune.models.layer_map import resolve_layer_map
+    from kdtune.models.student import student_config
+
+    config = base_config(t.base_model)
+    if config is None:  # a hub model not in the local cache: checked when the teacher is built
+        return
+    try:
+        s_cfg = student_config(config, t.layers, t.hidden, t.head_mode)
+        layer_map = list(t.layer_map) if isinstance(t.layer_map, tuple) else t.layer_map
+        resolve_layer_map(layer_map, config.num_hidden_layers, s_cfg.num_hidden_layers)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc} (base_model {t.base_model}: {config.num_hidden_layers} layers, "
+                         f"hidden {config.hidden_size}, {config.num_attention_heads} heads)") from None
+
+
+def base_config(base_model: str):
+    """The base model's config: from a preset's spec, a local folder, or the local hub cache."""
+    from transformers import AutoConfig, XLMRobertaConfig
+
+    from kdtune.models.preset import PREFIX, get_spec
+
+    if base_model.startswith(PREFIX):
+        _, p = get_spec(base_model[len(PREFIX):])
+        return XLMRobertaConfig(hidden_size=p.hidden, num_hidden_layers=p.layers,
+                                num_attention_heads=p.heads, intermediate_size=p.intermediate)
+    try:
+        return AutoConfig.from_pretrained(base_model, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not available offline; not an input error
+        if Path(base_model).expanduser().exists() or base_model.startswith(("/", "./", "../")):
+            raise UsageError(f"base_model: {base_model} is not a model folder (no config.json)") from None
+        return None
+
+
 def writable(path: Path) -> bool:
-    """Whether `path` can be created/written, judged without creating anything."""
+    """Whether `path` can be created and written: probed in its nearest existing ancestor."""
+    import tempfile
+
     while not path.exists():
         if path.parent == path:
             return False
         path = path.parent
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
 
 
 def run_sweep(

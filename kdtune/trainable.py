@@ -21,7 +21,7 @@ from typing import Any
 from kdtune.config import make_trial
 from kdtune.tracking.runs import ATTEMPTS, CONFIG_HASH, KIND, SWEEP, Tracker
 
-FAULT_ENV = "KDTUNE_FAULT"  # test hook: "<run-name substring>:<attempts that raise>"
+FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -134,10 +134,8 @@ def log_outcome(tracker: Tracker, run_id: str, outcome, seconds: float) -> None:
 
 
 def inject_fault(run_name: str, attempt: int) -> None:
-    """Raise on the first N attempts of matching trials (only when KDTUNE_FAULT is set; tests)."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    pattern, _, times = spec.rpartition(":")
-    if pattern in run_name and attempt <= int(times):
-        raise RuntimeError(f"injected fault ({FAULT_ENV}={spec}) on attempt {attempt}")
+    """Raise on the first N attempts of matching trials: KDTUNE_FAULT="/s7:1,/s8:99" (tests only)."""
+    for rule in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        pattern, _, times = rule.rpartition(":")
+        if pattern in run_name and attempt <= int(times):
+            raise RuntimeError(f"injected fault ({FAULT_ENV}={rule}) on attempt {attempt}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +155,11 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
         probe = folder
         while not probe.exists() and probe.parent != probe:
             probe = probe.parent
-        if not (probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)):
-            raise UsageError(f"tracking uri {uri}: {folder} is not writable")
+        try:
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError:
+            raise UsageError(f"tracking uri {uri}: {folder} is not writable") from None
         return
     if uri.startswith(("http://", "https://")):
         import urllib.request

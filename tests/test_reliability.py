@@ -1,0 +1,155 @@
+"""Failures inside a sweep (retries, permanent failures) and bad input rejected before any work.
+
+Ray workers inherit the environment of the Ray started here, so the fault-injection hook
+(KDTUNE_FAULT) is set before `ray.init`.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kdtune.cli import main
+
+FAULTS = "/s7:1,/s8:99"  # seed 7 fails once then succeeds; seed 8 always fails
+
+
+@pytest.fixture(scope="module")
+def ray_with_faults(kdtune_cache):
+    import ray
+
+    os.environ["KDTUNE_FAULT"] = FAULTS
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=128 * 1024**2, configure_logging=False)
+    yield
+    ray.shutdown()
+    os.environ.pop("KDTUNE_FAULT", None)
+
+
+def micro_sweep(path: Path, name: str, seeds: list[int], extra: str = "") -> Path:
+    path.write_text(textwrap.dedent(f"""
+        name: {name}
+        tracking: {{experiment: kdtune-reliability}}
+        fixed:
+          dataset: synthetic
+          base_model: preset:micro
+          init: teacher
+          kd: false
+          epochs: 1
+          batch_size: 64
+          lr: 1.0e-3
+          eval_steps: 10
+          log_steps: 5
+          max_length: 32
+          teacher_max_steps: 20
+          teacher_batch_size: 64
+          teacher_eval_steps: 20
+        grid:
+          seed: {seeds}
+        resources: {{cpu: 1}}
+        max_failures: 1
+    """) + extra)
+    return path
+
+
+@pytest.mark.slow
+def test_a_flaky_trial_is_retried_into_one_finished_run_and_a_broken_one_fails_alone(tmp_path, ray_with_faults):
+    from mlflow.tracking import MlflowClient
+
+    sweep = micro_sweep(tmp_path / "s.yaml", "faults", [6, 7, 8])
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns")])
+    assert code == 1  # one trial failed for good: the command says so
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kdtune-reliability")
+    trials = client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'")
+    by_seed = {}
+    for r in trials:
+        by_seed.setdefault(r.data.params["seed"], []).append(r)
+    assert {s: len(rs) for s, rs in by_seed.items()} == {"6": 1, "7": 1, "8": 1}  # retries reuse the run
+    assert by_seed["6"][0].info.status == "FINISHED"
+    flaky = by_seed["7"][0]
+    assert flaky.info.status == "FINISHED" and flaky.data.tags["kdtune.attempts"] == "2"
+    broken = by_seed["8"][0]
+    assert broken.info.status == "FAILED" and broken.data.tags["kdtune.attempts"] == "2"
+    assert "injected fault" in broken.data.tags["kdtune.failure"]
+    error = Path(client.download_artifacts(broken.info.run_id, "error.txt", str(tmp_path))).read_text()
+    assert "Traceback" in error and "RuntimeError: injected fault" in error
+
+    # a rerun leaves the failed trial alone unless asked
+    code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns")])
+    assert code == 1
+    assert len(client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'")) == 3
+
+
+# --- bad input: exit 2, one line naming the key or file, nothing written ------------------------
+
+GOOD = """
+name: bad
+fixed:
+  dataset: synthetic
+  base_model: preset:micro
+  epochs: 1
+grid:
+  init: [teacher]
+resources: {cpu: 1}
+"""
+
+
+def case(yaml_text: str | None = None, args: tuple = (), sets: tuple = ()):
+    return (yaml_text, args, sets)
+
+
+BAD_INPUTS = {
+    "missing sweep file": (case(None), "nope.yaml"),
+    "invalid yaml": (case("fixed: {epochs: [1\n"), "not valid YAML"),
+    "unknown top-level key": (case(GOOD + "gird: {}\n"), "gird: unknown key (did you mean 'grid'?)"),
+    "unknown trial field": (case(GOOD, sets=("fixed.epoch=3",)), "fixed.epoch: unknown trial field (did you mean 'epochs'?)"),
+    "wrong type": (case(GOOD, sets=("fixed.kd=maybe",)), "fixed.kd: expected true or false"),
+    "unknown init": (case(GOOD, sets=("grid.init=[teacher, copy]",)), "grid.init: 'copy' not allowed; allowed: teacher, base, scratch"),
+    "unknown dataset": (case(GOOD, sets=("fixed.dataset=imdb",)), "dataset: 'imdb' not allowed"),
+    "unknown partition": (case(GOOD, sets=("fixed.train_partition=sen",)), "train_partition"),
+    "unknown language": (case(GOOD, sets=("fixed.eval_partition=[en, xx-YY]",)), "eval_partition"),
+    "fraction zero": (case(GOOD, sets=("fixed.fraction=0",)), "fraction: 0.0 out of range"),
+    "fraction above one": (case(GOOD, sets=("fixed.fraction=1.01",)), "fraction: 1.01 out of range"),
+    "unknown layer map": (case(GOOD, sets=("fixed.layer_map=odd",)), "layer_map: 'odd' not allowed"),
+    "hidden not compatible with heads": (case(GOOD, sets=("fixed.hidden=33",)), "hidden"),
+    "layers above teacher layers": (case(GOOD, sets=("fixed.layers=9",)), "layers"),
+    "layer list too long": (case(GOOD, sets=("fixed.layers=2", "fixed.layer_map=[0, 1, 2]")), "layer_map"),
+    "unknown preset": (case(GOOD, sets=("fixed.base_model=preset:huge",)), "unknown preset 'huge'"),
+    "missing base model folder": (case(GOOD, sets=("fixed.base_model=/nonexistent/model",)), "base_model"),
+    "gpu on a machine without one": (case(GOOD, sets=("resources.gpu=1",)), "resources.gpu"),
+    "data_dir missing": (case(GOOD, sets=("fixed.data_dir=/nonexistent/data",)), "data_dir"),
+    "tracking uri unwritable": (case(GOOD, args=("--tracking-uri", "sqlite:////proc/kdtune/mlflow.db")), "tracking uri"),
+    "tracking server unreachable": (case(GOOD, args=("--tracking-uri", "http://127.0.0.1:9")), "tracking uri http://127.0.0.1:9"),
+    "storage not writable": (case(GOOD, args=("--storage", "/proc/kdtune-store")), "storage"),
+    "malformed --set": (case(GOOD, sets=("fixed.epochs",)), "expected KEY=VALUE"),
+    "unknown scheduler": (case(GOOD + "scheduler: {type: pbt}\n"), "scheduler.type: 'pbt' not supported"),
+    "negative max_failures": (case(GOOD + "max_failures: -1\n"), "max_failures"),
+    "grid axis not a list": (case(GOOD, sets=("grid.seed=3",)), "grid.seed: expected a non-empty list"),
+    "negative loss weight": (case(GOOD, sets=("fixed.w_att=-1",)), "w_att"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(name, tmp_path, monkeypatch, capsys):
+    (yaml_text, args, sets), needle = BAD_INPUTS[name]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sweep = "nope.yaml"
+    if yaml_text is not None:
+        Path("s.yaml").write_text(yaml_text)
+        sweep = "s.yaml"
+    argv = ["sweep", sweep, *args]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kdtune: error: ") and needle in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s.yaml"] if yaml_text is not None else [])
