@@ -360,7 +360,13 @@ def test_experiment_without_runs(store, capsys, tmp_path):
 
 def test_unreachable_server(capsys, tmp_path):
     err = _error(capsys, ["report", "--experiment", EXPERIMENT, "--tracking-uri", "http://127.0.0.1:9", "--out", str(tmp_path / "o")])
-    assert "unreachable" in err and "127.0.0.1:9" in err
+    assert "unreachable" in err and "127.0.0.1:9" in err and "connection refused" in err
+
+
+def test_plain_folder_store_is_refused_in_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    err = _error(capsys, ["report", "--experiment", EXPERIMENT, "--tracking-uri", str(tmp_path / "mlruns"), "--out", str(tmp_path / "o")])
+    assert "cannot read tracking store" in err
 
 
 def test_missing_sqlite_store_is_not_created(capsys, tmp_path):

@@ -64,8 +64,16 @@ def _fast_fail_http() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
+def _reason(exc: BaseException, limit: int = 160) -> str:
+    """A short reason: the usual network failures by name, else the message's start."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    lowered = text.lower()
+    if "connection refused" in lowered or "failed to establish a new connection" in lowered:
+        return "connection refused"
+    if "timed out" in lowered or "timeout" in lowered:
+        return f"no answer within {PROBE_TIMEOUT_S} s"
+    if "name or service not known" in lowered or "nodename nor servname" in lowered:
+        return "unknown host"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -81,13 +89,14 @@ def connect(tracking_uri: str):
             raise UsageError(f"no MLflow store at {db_path} (tracking URI {tracking_uri}); pass --tracking-uri")
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
     try:
+        client = MlflowClient(tracking_uri=tracking_uri)
         with _fast_fail_http():
             client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot read this store"
-        what = "tracking server" if parsed.scheme in ("http", "https") else "tracking store"
-        raise UsageError(f"{what} {tracking_uri} is unreachable: {_first_line(exc)}") from exc
+        if parsed.scheme in ("http", "https"):
+            raise UsageError(f"tracking server {tracking_uri} is unreachable ({_reason(exc)})") from exc
+        raise UsageError(f"cannot read tracking store {tracking_uri} ({_reason(exc)})") from exc
     return client
 
 
