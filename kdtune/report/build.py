@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdtune.report import figures, render
-from kdtune.report.languages import LanguageTable, language_tables
+from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
 from kdtune.report.records import USED_STATUS, init_label
 from kdtune.report.tables import Table, all_tables
 from kdtune.tracking.query import TrialRecord
@@ -44,6 +44,7 @@ class ReportResult:
     languages: list[LanguageTable] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     status_counts: Counter = field(default_factory=Counter)
+    languages_filter: dict[str, str] = field(default_factory=dict)
 
 
 def _safe(name: str) -> str:
@@ -86,9 +87,8 @@ def build_report(
     result.status_counts = Counter(r.status for r in records)
     used = [r for r in records if r.status == USED_STATUS]
     result.tables = all_tables(used)
-    from kdtune.report.languages import DEFAULT_FILTER
-
-    result.languages = language_tables(used, languages_filter or dict(DEFAULT_FILTER))
+    result.languages_filter = dict(languages_filter or DEFAULT_FILTER)
+    result.languages = language_tables(used, result.languages_filter)
 
     want_png = "png" in formats
     if want_png and not figures.have_matplotlib():
@@ -229,7 +229,7 @@ def _markdown(
                   "</details>", ""]
     if not any(lt.values for lt in result.languages):
         lines += ["## Per-language test F1", "", "No run of the chosen group logged `test_f1/<language>` metrics "
-                  f"({_filter_text(result.languages[0].filter) if result.languages else 'default group'}).", ""]
+                  f"({_filter_text(result.languages_filter)}).", ""]
 
     if result.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
