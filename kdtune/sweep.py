@@ -243,7 +243,7 @@ def train_teachers(trials: list[TrialConfig], store: Path, tracker, spec: SweepS
         return
     say(f"  training {len(needed)} teacher(s) first")
     task = ray.remote(_teacher_task).options(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
-    refs = {key: task.remote(t.to_dict(), str(store)) for key, t in needed.items()}
+    refs = {key: task.remote(t.to_dict(), str(store), spec.resources.cpu) for key, t in needed.items()}
     for key, ref in refs.items():
         info = ray.get(ref)
         if info is None:  # another process trained it meanwhile
@@ -261,13 +261,13 @@ def train_teachers(trials: list[TrialConfig], store: Path, tracker, spec: SweepS
         say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']})")
 
 
-def _teacher_task(trial_dict: dict, store: str):
+def _teacher_task(trial_dict: dict, store: str, cpus: float):
     import torch
 
     from kdtune.config import make_trial
     from kdtune.teachers import ensure_teacher
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(max(1, int(cpus)))  # Ray sets OMP_NUM_THREADS=1 in workers
     trial = make_trial(trial_dict)
     got: dict = {}
     ensure_teacher(trial, store, on_trained=lambda t, info: got.update(info), log=lambda m: None)

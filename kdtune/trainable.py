@@ -51,6 +51,12 @@ def run_trial(config: dict[str, Any]) -> None:
             state, _ = trial_lib.load_checkpoint(ckpt_dir, built)
             tracker.set_tags(run_id, {"kdtune.resumed_from_step": state.step})
         tracker.log_dict(run_id, built.copy_report.to_dict(), "copy_report.json")
+        s_cfg, t_cfg = built.student.config, built.teacher.config
+        tracker.log_params(run_id, {  # the resolved shapes, where the config left them implicit
+            "student_layers": s_cfg.num_hidden_layers, "student_hidden": s_cfg.hidden_size,
+            "student_heads": s_cfg.num_attention_heads, "teacher_layers": t_cfg.num_hidden_layers,
+            "teacher_hidden": t_cfg.hidden_size, "train_rows": built.inputs.train_rows,
+        })
 
         def on_log(step: int, logs: dict[str, float]) -> None:
             metrics = {"train_loss": logs.pop("total"), "lr": logs.pop("lr")}

@@ -1,0 +1,97 @@
+"""Kill a running sweep with SIGKILL, run the same command again: nothing lost, nothing done twice.
+
+The sweep runs as a subprocess in its own process group (its own local Ray), so this module
+starts no Ray of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def sweep_file(path, data_dir=None):
+    path.write_text(textwrap.dedent("""
+        name: crash
+        tracking: {experiment: kdtune-crash}
+        fixed:
+          dataset: synthetic
+          base_model: preset:micro
+          kd: true
+          epochs: 2
+          batch_size: 64
+          lr: 1.0e-3
+          eval_steps: 5
+          log_steps: 5
+          max_length: 32
+          teacher_max_steps: 20
+          teacher_batch_size: 64
+          teacher_eval_steps: 20
+        grid:
+          init: [teacher, base, scratch]
+          seed: [1, 2]
+        resources: {cpu: 1}
+        max_concurrent: 1
+    """))
+    return path
+
+
+def trial_runs(uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kdtune-crash")
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'", max_results=1000)
+
+
+def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp_path, kdtune_cache):
+    sweep = sweep_file(tmp_path / "crash.yaml")
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    cmd = [sys.executable, "-m", "kdtune.cli", "sweep", str(sweep), "--tracking-uri", uri,
+           "--storage", str(tmp_path / "mlruns")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.time() + 600
+    finished_before = []
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+            finished_before = [r for r in trial_runs(uri) if r.info.status == "FINISHED"]
+            if len(finished_before) >= 2:
+                break
+        assert proc.poll() is None, f"sweep ended before it could be killed:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
+        assert len(finished_before) >= 2
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()  # Ray's daemons share the driver's fate (PDEATHSIG) and go with it
+    before = {r.info.run_id: r for r in trial_runs(uri)}
+    assert len(before) < 6 or any(r.info.status != "FINISHED" for r in before.values())
+
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming parent run" in second.stdout
+
+    after = trial_runs(uri)
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    hashes = [r.data.tags["kdtune.config_hash"] for r in finished]
+    assert len(finished) == 6 and len(set(hashes)) == 6  # one FINISHED run per grid point
+    assert not [r for r in after if r.info.status == "RUNNING"]
+    for r in finished_before:  # same run ids, not retrained: untouched since before the kill
+        now = next(a for a in after if a.info.run_id == r.info.run_id)
+        assert now.info.status == "FINISHED"
+        assert now.info.end_time == r.info.end_time
+        assert now.data.tags["kdtune.attempts"] == "1"
+    # every trial ran its full schedule once: the step count logged at the end is the schedule's
+    assert len({r.data.metrics["steps"] for r in finished}) == 1
+
