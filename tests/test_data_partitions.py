@@ -1,0 +1,80 @@
+"""Paper Table 1 language partitions and language selection."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from kdtune import data
+from kdtune.cli import main
+from kdtune.errors import UsageError
+
+# Copied by hand from the paper's Table 1 (independent of kdtune.data.massive.UNSEEN).
+TABLE1_MASSIVE_UNSEEN = """am-ET cy-GB af-ZA km-KH sw-KE mn-MN tl-PH kn-IN te-IN sq-AL ur-PK az-AZ ml-IN
+ms-MY ca-ES sl-SL sv-SE ta-IN nl-NL it-IT he-IL pl-PL da-DK nb-NO ro-RO th-TH fa-IR""".split()
+README_LOCALES = """af-ZA am-ET ar-SA az-AZ bn-BD ca-ES cy-GB da-DK de-DE el-GR en-US es-ES fa-IR fi-FI
+fr-FR he-IL hi-IN hu-HU hy-AM id-ID is-IS it-IT ja-JP jv-ID ka-GE km-KH kn-IN ko-KR lv-LV ml-IN mn-MN
+ms-MY my-MM nb-NO nl-NL pl-PL pt-PT ro-RO ru-RU sl-SL sq-AL sv-SE sw-KE ta-IN te-IN th-TH tl-PH tr-TR
+ur-PK vi-VN zh-CN zh-TW""".split()
+
+
+def test_massive_partitions_match_table1():
+    assert data.PARTITIONS == ("all", "seen", "unseen", "english")
+    unseen = data.languages("massive", "unseen")
+    seen = data.languages("massive", "seen")
+    every = data.languages("massive", "all")
+    assert len(unseen) == 27 and sorted(unseen) == sorted(TABLE1_MASSIVE_UNSEEN)
+    assert "ca-ES" in unseen
+    assert len(every) == 52 and every == sorted(README_LOCALES)
+    assert len(seen) == 25 and set(seen) == set(README_LOCALES) - set(TABLE1_MASSIVE_UNSEEN)
+    assert "en-US" in seen
+    assert data.languages("massive", "english") == ["en-US"]
+
+
+def test_tsm_and_synthetic_partitions():
+    assert data.languages("tsm", "unseen") == ["arabic", "french", "hindi", "portuguese"]
+    assert data.languages("tsm", "seen") == ["english", "german", "italian", "spanish"]
+    assert len(data.languages("tsm", "all")) == 8
+    assert data.languages("tsm", "english") == ["english"]
+    syn_all = data.languages("synthetic", "all")
+    assert len(syn_all) == 6 and "english" in syn_all
+    assert set(data.languages("synthetic", "seen")) | set(data.languages("synthetic", "unseen")) == set(syn_all)
+    assert not set(data.languages("synthetic", "seen")) & set(data.languages("synthetic", "unseen"))
+
+
+def test_explicit_lists_and_errors():
+    assert data.languages("massive", ["de-DE", "en-US", "de-DE"]) == ["de-DE", "en-US"]
+    assert data.languages("tsm", "hindi,english") == ["hindi", "english"]
+    with pytest.raises(UsageError, match=r"unknown partition or language 'klingon' for tsm; .*arabic, english"):
+        data.languages("tsm", ["english", "klingon"])
+    with pytest.raises(UsageError, match="unknown partition or language 'sen'.*partitions: all, seen, unseen, english"):
+        data.languages("massive", "sen")
+    with pytest.raises(UsageError, match="unknown dataset 'xnli'"):
+        data.languages("xnli", "all")
+
+
+def test_select_languages_keeps_only_those_rows():
+    train = data.load("synthetic")["train"]
+    picked = data.select_languages(train, data.languages("synthetic", "unseen"))
+    assert Counter(picked["language"]) == {"arabic": 320, "cjk": 320}
+    # order kept: ids appear in the same relative order as in the source
+    source_order = [i for i in train["id"] if i.split(":")[0] in ("arabic", "cjk")]
+    assert picked["id"] == source_order
+    nested = data.select_languages(picked, ["cjk"])
+    assert set(nested["language"]) == {"cjk"} and nested.num_rows == 320
+    with pytest.raises(UsageError, match="language.s. greek not in the data; present: arabic, cjk"):
+        data.select_languages(picked, ["greek"])
+    dd = data.select_languages(data.load("synthetic"), ["english"])
+    assert {s: dd[s].num_rows for s in dd} == {"train": 320, "validation": 64, "test": 96}
+
+
+def test_cli_partition_errors(capsys):
+    assert main(["data", "--dataset", "synthetic", "--partition", "martian"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "martian" in err and "english" in err
+    assert main(["data", "--dataset", "massive", "--partition", "xx-XX"]) == 2
+    assert "xx-XX" in capsys.readouterr().err
+    assert main(["data", "--dataset", "wiki"]) == 2
+    err = capsys.readouterr().err
+    assert err == "kdtune: error: unknown dataset 'wiki'; choose one of massive, tsm, synthetic\n"
