@@ -91,7 +91,24 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
                 raise UsageError(f"{where}: {key}: {exc}") from None
     for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials}.values():
         check_student_shape(t, where)
+    check_ray_address(address or os.environ.get("RAY_ADDRESS"))
     check_reachable(tracking_uri)  # last: for a server this is a network round trip
+
+
+def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """A host:port (or ray://host:port) address must accept a TCP connection; fail fast if not."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UsageError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
 
 
 def check_student_shape(t: TrialConfig, where: str) -> None:
@@ -223,7 +240,11 @@ def _init_ray(address: str | None, store: Path) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"--address {address}: could not connect to the Ray cluster ({first})") from None
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  object_store_memory=256 * 1024**2, configure_logging=False)
@@ -243,34 +264,32 @@ def train_teachers(trials: list[TrialConfig], store: Path, tracker, spec: SweepS
         return
     say(f"  training {len(needed)} teacher(s) first")
     task = ray.remote(_teacher_task).options(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
-    refs = {key: task.remote(t.to_dict(), str(store), spec.resources.cpu) for key, t in needed.items()}
+    refs = {key: task.remote(t.to_dict(), str(store), spec.resources.cpu, tracker, spec.name)
+            for key, t in needed.items()}
     for key, ref in refs.items():
         info = ray.get(ref)
-        if info is None:  # another process trained it meanwhile
+        if info is None:  # the store had it by the time the task ran (another process trained it)
             continue
-        t = needed[key]
-        run_id = tracker.start_run(f"teacher/{t.dataset}/{t.resolved_teacher_partition}/{key[:8]}",
-                                   {"kdtune.kind": "teacher", "kdtune.config_hash": key, "kdtune.sweep": spec.name})
-        tracker.log_params(run_id, {**info["fields"], "best_seed": info["best_seed"]})
-        for seed in info["seeds"]:
-            for step, loss in seed["train_loss"]:
-                tracker.log_metrics(run_id, {f"train_loss_seed{seed['seed']}": loss}, step)
-        tracker.log_metrics(run_id, {"best_val_f1": info["best_val_f1"], "train_seconds": info["train_seconds"]})
-        tracker.log_dict(run_id, info, "teacher.json")
-        tracker.end_run(run_id, "FINISHED")
-        say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']})")
+        say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']}, "
+            f"{info['train_seconds']:.0f} s)")
 
 
-def _teacher_task(trial_dict: dict, store: str, cpus: float):
+def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str):
     import torch
 
     from kdtune.config import make_trial
     from kdtune.teachers import ensure_teacher
+    from kdtune.tracking.teachers import log_teacher
 
     torch.set_num_threads(max(1, int(cpus)))  # Ray sets OMP_NUM_THREADS=1 in workers
     trial = make_trial(trial_dict)
     got: dict = {}
-    ensure_teacher(trial, store, on_trained=lambda t, info: got.update(info), log=lambda m: None)
+
+    def on_trained(info: dict, folder) -> None:
+        got.update(info)
+        log_teacher(tracker, trial.teacher_key, info, folder, sweep)
+
+    ensure_teacher(trial, store, on_trained=on_trained, log=lambda m: None)
     return got or None
 
 
@@ -358,6 +377,7 @@ class ProgressLines(_TuneCallback):
 
     def __init__(self, say: Callable[[str], None], total: int):
         self.say, self.total, self.done, self.t0 = say, total, 0, time.time()
+        self.placed: set[str] = set()
 
     def _prefix(self) -> str:
         return f"[{time.time() - self.t0:7.1f}s {self.done}/{self.total}]"
@@ -366,8 +386,11 @@ class ProgressLines(_TuneCallback):
         self.say(f"{self._prefix()} start  {trial.trial_id} {_trial_label(trial.config)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("done_marker") or "val_f1" not in result:
+        if "val_f1" not in result:
             return
+        if trial.trial_id not in self.placed and result.get("node"):
+            self.placed.add(trial.trial_id)
+            self.say(f"{self._prefix()} node   {_trial_label(trial.config)} runs on {result['node']}")
         extra = f" test F1 {result['test_f1']:.4f}" if "test_f1" in result else ""
         self.say(f"{self._prefix()} eval   {_trial_label(trial.config)} step {result.get('step', '?')} "
                  f"val F1 {result['val_f1']:.4f} best {result.get('best_val_f1', float('nan')):.4f}{extra}")

@@ -40,11 +40,16 @@ def is_complete(path: Path) -> bool:
 def ensure_teacher(
     trial: TrialConfig,
     store: str | Path,
-    on_trained: Callable[[TrialConfig, dict], None] | None = None,
+    on_trained: Callable[[dict, Path], None] | None = None,
     log: Callable[[str], None] = print,
     device: torch.device | None = None,
+    fetch: Callable[[Path], bool] | None = None,
 ) -> Path:
-    """Return the folder of the trial's teacher, fine-tuning it first if no complete one exists."""
+    """Return the folder of the trial's teacher, fine-tuning it first if no complete one exists.
+
+    `fetch(tmp)` may fill `tmp` from elsewhere (another node's upload) and return True, which
+    saves the fine-tuning; `on_trained(info, folder)` is called after a fine-tuning, under the lock.
+    """
     path = teacher_path(store, trial.teacher_key)
     if is_complete(path):
         return path
@@ -56,10 +61,14 @@ def ensure_teacher(
             shutil.rmtree(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
+        if fetch is not None and fetch(tmp) and is_complete(tmp):
+            os.replace(tmp, path)
+            return path
+        shutil.rmtree(tmp, ignore_errors=True)
         info = fine_tune(trial, tmp, log=log, device=device)
         os.replace(tmp, path)
         if on_trained:
-            on_trained(trial, info)
+            on_trained(info, path)
     return path
 
 

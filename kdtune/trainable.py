@@ -25,11 +25,13 @@ FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
 
 
 def run_trial(config: dict[str, Any]) -> None:
+    import ray
     import torch
     from ray import tune
 
     from kdtune import trial as trial_lib
     from kdtune.teachers import ensure_teacher
+    from kdtune.tracking.teachers import fetch_teacher, log_teacher
     from kdtune.train import Callbacks, NonFiniteLoss, pick_device
 
     trial = make_trial(config["trial"])
@@ -39,12 +41,18 @@ def run_trial(config: dict[str, Any]) -> None:
     store = Path(ctx["store"])
     ckpt_dir = store / "checkpoints" / trial.config_hash
     run_id, attempt = attach_run(tracker, trial, ctx["parent"], ctx.get("sweep", ""))
+    node = {"kdtune.node_id": ray.get_runtime_context().get_node_id(), "kdtune.node_ip": ray.util.get_node_ip_address()}
+    tracker.set_tags(run_id, node)
     device = pick_device()
     started = time.time()
     finished = False
     try:
         inject_fault(trial.run_name, attempt)
-        teacher_dir = ensure_teacher(trial, store, log=lambda m: None, device=device)
+        teacher_dir = ensure_teacher(
+            trial, store, log=lambda m: None, device=device,
+            fetch=lambda dest: fetch_teacher(tracker, trial.teacher_key, dest),  # a node without it
+            on_trained=lambda info, folder: log_teacher(tracker, trial.teacher_key, info, folder, ctx.get("sweep", "")),
+        )
         built = trial_lib.build(trial, teacher_dir)
         state = None
         if (ckpt_dir / "meta.json").is_file():
@@ -67,7 +75,7 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_metrics(run_id, {"val_f1": metrics["f1"], "val_accuracy": metrics["accuracy"]}, step)
             if step > 0:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
-            report = {"val_f1": metrics["f1"], "best_val_f1": st.best_f1, "step": step}
+            report = {"val_f1": metrics["f1"], "best_val_f1": st.best_f1, "step": step, "node": node["kdtune.node_ip"]}
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "pointer.json").write_text(json.dumps({"path": str(ckpt_dir), "step": step}))
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -126,6 +126,7 @@ BAD_INPUTS = {
     "data_dir missing": (case(GOOD, sets=("fixed.data_dir=/nonexistent/data",)), "data_dir"),
     "tracking uri unwritable": (case(GOOD, args=("--tracking-uri", "sqlite:////proc/kdtune/mlflow.db")), "tracking uri"),
     "tracking server unreachable": (case(GOOD, args=("--tracking-uri", "http://127.0.0.1:9")), "tracking uri http://127.0.0.1:9"),
+    "ray cluster down": (case(GOOD, args=("--address", "127.0.0.1:9")), "--address 127.0.0.1:9: no Ray cluster answers"),
     "storage not writable": (case(GOOD, args=("--storage", "/proc/kdtune-store")), "storage"),
     "malformed --set": (case(GOOD, sets=("fixed.epochs",)), "expected KEY=VALUE"),
     "unknown scheduler": (case(GOOD + "scheduler: {type: pbt}\n"), "scheduler.type: 'pbt' not supported"),
