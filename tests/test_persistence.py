@@ -1,0 +1,103 @@
+"""Safe persistence: the teacher store under concurrency and crashes, and trial checkpoints."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdtune.config import make_trial
+
+TRIAL = {
+    "dataset": "synthetic", "base_model": "preset:micro", "kd": True, "epochs": 1, "batch_size": 64,
+    "lr": 1e-3, "eval_steps": 10, "log_steps": 5, "max_length": 32, "teacher_max_steps": 10,
+    "teacher_batch_size": 64, "teacher_eval_steps": 10,
+}
+
+
+def _ensure(store: str, marker: str, cache: str) -> None:
+    os.environ["KDTUNE_CACHE"] = cache
+    torch.set_num_threads(1)
+    from kdtune.teachers import ensure_teacher
+
+    def on_trained(info, folder):
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    ensure_teacher(make_trial(TRIAL), store, on_trained=on_trained, log=lambda m: None)
+
+
+def test_two_processes_asking_for_one_teacher_train_it_once(tmp_path, kdtune_cache):
+    from kdtune.models.preset import resolve_base_model
+
+    resolve_base_model("preset:micro", "synthetic")  # build the preset once, outside the race
+    marker = tmp_path / "trained.txt"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_ensure, args=(str(tmp_path / "store"), str(marker), str(kdtune_cache)))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    assert len(marker.read_text().split()) == 1
+    teachers = [p for p in (tmp_path / "store" / "teachers").iterdir() if p.is_dir()]
+    assert len(teachers) == 1 and (teachers[0] / "teacher.json").is_file()
+
+
+def test_a_half_written_teacher_is_detected_and_rebuilt(tmp_path, kdtune_cache):
+    from kdtune.teachers import ensure_teacher, is_complete, teacher_path
+
+    trial = make_trial(TRIAL)
+    path = teacher_path(tmp_path, trial.teacher_key)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")  # a crash left weights half-written, no marker
+    leftover = path.with_name(f".{path.name}.tmp-999999")
+    leftover.mkdir()
+    (leftover / "junk").write_text("x")
+    trained = []
+    got = ensure_teacher(trial, tmp_path, on_trained=lambda info, f: trained.append(info), log=lambda m: None)
+    assert got == path and is_complete(path) and len(trained) == 1
+    assert json.loads((path / "teacher.json").read_text())["key"] == trial.teacher_key
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(path)  # loads: the rebuilt one is whole
+
+
+def test_trial_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path, kdtune_cache):
+    from safetensors.torch import load_file
+
+    from kdtune import trial as trial_lib
+    from kdtune.teachers import ensure_teacher
+    from kdtune.train import Callbacks
+
+    trial = make_trial({**TRIAL, "hidden_match": "linear", "hidden": 16})
+    teacher_dir = ensure_teacher(trial, tmp_path, log=lambda m: None)
+    built = trial_lib.build(trial, teacher_dir)
+    ckpt = tmp_path / "ckpt"
+    saved = {}
+
+    def on_eval(step, metrics, state):
+        if step == 10:
+            trial_lib.save_checkpoint(ckpt, built, state, {"run_id": "abc"})
+            saved["weights"] = {k: v.clone() for k, v in built.student.state_dict().items()}
+            saved["proj"] = built.distiller.hidden_match.proj.weight.detach().clone()
+            saved["state"] = state
+
+    trial_lib.run(built, torch.device("cpu"), Callbacks(on_eval=on_eval))
+    assert not list(tmp_path.glob(".ckpt.*"))  # no temporary folders left behind
+    fresh = trial_lib.build(trial, teacher_dir)
+    state, meta = trial_lib.load_checkpoint(ckpt, fresh)
+    assert meta["run_id"] == "abc" and state.step == 10 == meta["step"]
+    for k, v in saved["weights"].items():
+        assert torch.equal(fresh.student.state_dict()[k], v), k
+    assert torch.equal(fresh.distiller.hidden_match.proj.weight, saved["proj"])
+    assert state.optimizer["state"].keys() == saved["state"].optimizer["state"].keys()
+    assert state.best_f1 == saved["state"].best_f1
+    assert set(load_file(ckpt / "best.safetensors")) == set(saved["weights"])
+    # optimizer state is loaded with weights_only=True: only tensors and plain containers inside
+    torch.load(ckpt / "optim.pt", weights_only=True)
