@@ -154,3 +154,26 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(name, tmp_path, monk
     assert len(lines) == 1, err
     assert lines[0].startswith("kdtune: error: ") and needle in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s.yaml"] if yaml_text is not None else [])
+
+
+@pytest.mark.slow
+def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, ray_with_faults):
+    from mlflow.tracking import MlflowClient
+
+    extra = textwrap.dedent("""
+        scheduler: {type: asha, grace_period: 1, reduction_factor: 2, max_t: 10}
+        max_concurrent: 1
+    """)
+    sweep = micro_sweep(tmp_path / "s.yaml", "asha", [1], extra)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns"),
+                 "--set", "grid.lr=[3.0e-3, 1.0e-9, 2.0e-9]", "--set", "fixed.epochs=3"])
+    assert code == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kdtune-reliability")
+    trials = client.search_runs([exp.experiment_id], "tags.`kdtune.sweep` = 'asha' and tags.`kdtune.kind` = 'trial'")
+    assert len(trials) == 3 and "RUNNING" not in {r.info.status for r in trials}
+    stopped = [r for r in trials if r.info.status == "KILLED"]
+    assert stopped and all("early" in r.data.tags["kdtune.stopped"] for r in stopped)
+    assert all(float(r.data.params["lr"]) < 1e-6 for r in stopped)
+    assert all("test_f1" not in r.data.metrics for r in stopped)
