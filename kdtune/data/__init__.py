@@ -11,7 +11,6 @@ Hugging Face hub). Label vocabularies: MASSIVE's 60 intents sorted alphabeticall
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from kdtune.data import massive, synthetic, tsm
 from kdtune.data.batching import encode, make_loader

@@ -8,6 +8,11 @@ A cache entry appears only by an atomic rename of a finished folder, under a fil
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
+    import datasets
+
 import hashlib
 import json
 import os

@@ -12,6 +12,11 @@ Row ids are `<locale>:<MASSIVE id>`; the MASSIVE id is shared by the parallel ut
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
+    import datasets
+
 import re
 from pathlib import Path
 

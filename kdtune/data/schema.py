@@ -9,6 +9,12 @@ label). Splits are always "train", "validation" and "test".
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
+    import datasets
+    import pyarrow
+
 SPLITS = ("train", "validation", "test")
 COLUMNS = ("id", "text", "language", "label")
 

@@ -19,6 +19,11 @@ Partitions: english = [english]; unseen = [arabic, cjk]; seen = the other four.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
+    import datasets
+
 import random
 
 from kdtune.data.schema import SPLITS, empty_columns, to_dataset_dict

@@ -12,6 +12,11 @@ Local layouts accepted:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
+    import datasets
+
 from pathlib import Path
 
 from kdtune.data.lines import read_jsonl, read_lines
