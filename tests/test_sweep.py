@@ -143,3 +143,25 @@ def test_a_second_sweep_reuses_the_teacher_and_records_set_overrides(env, first_
     second = [r for r in runs if r.data.tags.get("kdtune.sweep") == "tsm-second" and r.data.tags.get("kdtune.kind") == "trial"]
     assert len(second) == 1 and second[0].info.status == "FINISHED"
     assert second[0].data.params["epochs"] == "1.0" and second[0].data.params["init"] == "base"
+
+
+def test_the_demo_sweep_file_runs_end_to_end(env, tmp_path):
+    """sweeps/demo.yaml as shipped, shrunk only in model and epochs (the README runs it whole)."""
+    from mlflow.tracking import MlflowClient
+
+    from kdtune.cli import main
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    code = main(["sweep", str(Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml"),
+                 "--tracking-uri", uri, "--storage", str(tmp_path / "store"),
+                 "--set", "fixed.base_model=preset:micro", "--set", "fixed.epochs=1", "--set", "fixed.teacher_epochs=1"])
+    assert code == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kdtune-demo")
+    parent = client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'sweep'")
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'")
+    assert len(parent) == 1 and len(children) == 6
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert {(r.data.params["init"], r.data.params["kd"]) for r in children} == {
+        (i, k) for i in ("teacher", "base", "scratch") for k in ("True", "False")}
+    assert all("test_f1" in r.data.metrics and r.data.params["dataset"] == "synthetic" for r in children)
