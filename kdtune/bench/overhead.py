@@ -1,0 +1,102 @@
+"""Sweep overhead: what Ray Tune + MLflow add to the trials' own work.
+
+An 8-trial grid (init teacher/scratch x KD/NON-KD x seeds 1, 2; short trials of ``max_steps``
+steps on the English rows) runs twice on the same machine:
+
+1. through the real `kdtune.sweep.run_sweep` (local Ray started by it, a fresh sqlite MLflow store
+   in a temporary folder, one trial at a time with every CPU, as ``resources.cpu = cpu_count``);
+   timed from the call to its return, Ray's start-up included, ``ray.shutdown`` not;
+2. the same trials one after another in this process with the same thread count, each
+   `kdtune.trial.build` + `kdtune.trial.run` (what the trainable does, minus Ray and MLflow).
+
+``overhead = sweep wall time / in-process time - 1``. The sum of the runs' logged
+``train_seconds`` (measured inside the trainable, so it already contains MLflow logging and
+checkpoint writes) is reported beside it: ``wall - sum(train_seconds)`` is what lies outside the
+trials (Ray start, worker start-up, scheduling). The one teacher the grid needs is fine-tuned
+before both, so neither includes it; the sweep runs first, so it also pays the one-off teacher
+test scoring the in-process runs then read from the teacher's cache (conservative).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import torch
+
+
+def grid(base_model: str, dataset: str, data_dir: str | None, workdir: Path, *, max_steps: int,
+         batch_size: int, max_length: int, cpus: int, gpus: float) -> dict:
+    """The sweep, as the mapping a YAML file would hold."""
+    return {
+        "name": "bench-overhead",
+        "tracking": {"uri": f"sqlite:///{workdir}/mlruns/mlflow.db", "experiment": "kdtune-bench"},
+        "storage": str(workdir / "store"),
+        "fixed": {
+            "dataset": dataset, "data_dir": data_dir, "base_model": base_model,
+            "train_partition": "english", "eval_partition": "english",
+            "epochs": 1, "max_steps": max_steps, "batch_size": batch_size, "max_length": max_length,
+            "eval_steps": max(1, max_steps // 2), "log_steps": 10,
+            "teacher_max_steps": 20, "teacher_batch_size": batch_size, "teacher_eval_steps": 20,
+        },
+        "grid": {"init": ["teacher", "scratch"], "kd": [False, True], "seed": [1, 2]},
+        "resources": {"cpu": cpus, "gpu": gpus},
+        "max_concurrent": 1,
+    }
+
+
+def sweep_overhead(base_model: str, dataset: str, data_dir: str | None, workdir: Path, device: torch.device,
+                   *, max_steps: int = 60, batch_size: int = 32, max_length: int = 128,
+                   log=lambda msg: None) -> dict:
+    import ray
+
+    from kdtune import trial as trial_lib
+    from kdtune.config import parse_sweep
+    from kdtune.sweep import run_sweep
+    from kdtune.teachers import ensure_teacher
+    from kdtune.tracking.runs import Tracker
+
+    workdir = Path(workdir)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    gpus = 1 if device.type == "cuda" else 0
+    raw = grid(base_model, dataset, data_dir, workdir, max_steps=max_steps, batch_size=batch_size,
+               max_length=max_length, cpus=cpus, gpus=gpus)
+    spec = parse_sweep(raw, path="<bench sweep>")
+    store = workdir / "store"
+
+    log(f"sweep overhead: fine-tuning the grid's teacher ({raw['fixed']['teacher_max_steps']} steps)")
+    teacher_dir = ensure_teacher(spec.trials[0], store, log=lambda m: None, device=device)
+
+    log(f"sweep overhead: {len(spec.trials)} trials through run_sweep (Ray Tune + MLflow)")
+    was_running = ray.is_initialized()
+    started = time.perf_counter()
+    outcome = run_sweep(spec, out=io.StringIO())
+    wall = time.perf_counter() - started
+    if not was_running:
+        ray.shutdown()
+    tracker = Tracker.open(outcome.tracking_uri, spec.experiment)
+    logged = [r.data.metrics.get("train_seconds", float("nan")) for r in tracker.trial_runs(outcome.parent_run_id)]
+
+    log(f"sweep overhead: the same {len(spec.trials)} trials in this process")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpus)
+    per_trial = []
+    try:
+        for t in spec.trials:
+            t0 = time.perf_counter()
+            built = trial_lib.build(t, teacher_dir)
+            trial_lib.run(built, device)
+            per_trial.append(time.perf_counter() - t0)
+            del built
+    finally:
+        torch.set_num_threads(threads)
+    in_process = sum(per_trial)
+    return {
+        "trials": len(spec.trials), "finished": outcome.finished, "failed": outcome.failed,
+        "max_steps": max_steps, "cpus_per_trial": cpus,
+        "sweep_wall_s": wall, "in_process_s": in_process, "in_process_per_trial_s": per_trial,
+        "logged_train_seconds": sum(logged), "overhead": wall / in_process - 1,
+        "outside_trials_s": wall - sum(logged),
+    }

@@ -1,0 +1,174 @@
+"""What the bench trains: a teacher folder, a trial config and a fixed sample of rows.
+
+Two kinds of model:
+
+- ``preset:NAME`` (tiny, small, micro): the offline preset (`kdtune.models.preset.build_preset`:
+  its own tokenizer and MLM-pretrained weights) with a fresh classification head. The teacher is
+  NOT fine-tuned: speed does not depend on the weights, and the bench must not spend minutes
+  training one.
+- ``random:tiny`` / ``random:small`` / ``random:base``: randomly initialised XLM-R classifiers of
+  a preset's shape or of xlm-roberta-base's (hidden 768, 12 layers, 12 heads, intermediate 3072, vocabulary
+  250002), built from a config with no hub access, with a Unigram tokenizer trained in seconds on
+  a sample of the dataset's text (so lengths are those of real text, cut by a smaller
+  vocabulary than XLM-R's). For the GPU check.
+
+The trial is the paper's default KD student (``init: teacher``, half the teacher's layers, full
+width, all five loss terms), built by the very code a sweep uses (`kdtune.trial.build`). Its rows
+are a seeded sample of the training split (``rows``, by default one length-group of 50 batches,
+the unit `LengthGroupedSampler` sorts), plus small validation and test samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdtune.errors import UsageError
+
+RANDOM_SHAPES = {
+    # name: (hidden, layers, heads, intermediate, vocab or None for the tokenizer's size)
+    "tiny": (128, 12, 4, 512, None),
+    "small": (256, 8, 4, 1024, 32000),
+    "base": (768, 12, 12, 3072, 250002),
+}
+MODEL_KINDS = ("preset", "random")
+
+
+@dataclass
+class Prepared:
+    label: str  # e.g. "preset:small" or "random:base"
+    teacher_dir: Path
+    splits: object  # DatasetDict with the sampled rows
+    trial: object  # kdtune.config.TrialConfig
+
+
+def parse_model(model: str) -> tuple[str, str]:
+    """'preset:small' -> ('preset', 'small'); a bare preset name is accepted."""
+    from kdtune.models.preset import PRESETS
+
+    kind, _, name = model.partition(":") if ":" in model else ("preset", "", model)
+    if kind == "preset" and name in PRESETS:
+        return kind, name
+    if kind == "random" and name in RANDOM_SHAPES:
+        return kind, name
+    allowed = [f"preset:{p}" for p in PRESETS] + [f"random:{r}" for r in RANDOM_SHAPES]
+    raise UsageError(f"model {model!r} unknown; allowed: {', '.join(allowed)}")
+
+
+def sample_splits(splits, rows: int, eval_rows: int, seed: int):
+    """Seeded samples of every split: `rows` training rows, `eval_rows` of validation and test.
+
+    Every language keeps at least one row per split (`kdtune.inputs` selects the trial's
+    languages and refuses a missing one): each language gets an equal share, the remainder is
+    drawn from all the other rows.
+    """
+    import numpy as np
+    from datasets import DatasetDict
+
+    from kdtune.data.schema import arrow_columns
+
+    rng = np.random.default_rng(seed)
+
+    def pick(ds, n: int):
+        langs = np.asarray(arrow_columns(ds, ["language"]).column("language").to_pylist(), dtype=object)
+        names = sorted(set(langs.tolist()))
+        n = max(min(n, len(ds)), len(names))
+        share = n // len(names)
+        chosen = []
+        for lang in names:
+            idx = np.flatnonzero(langs == lang)
+            chosen.append(rng.choice(idx, min(share, len(idx)), replace=False))
+        chosen = np.concatenate(chosen)
+        rest = np.setdiff1d(np.arange(len(ds)), chosen)
+        chosen = np.concatenate([chosen, rng.choice(rest, n - len(chosen), replace=False)])
+        return ds.select(np.sort(chosen))
+
+    if len(splits["train"]) < rows:
+        raise UsageError(f"the training split has {len(splits['train'])} rows, the bench needs {rows}; "
+                         "lower --batch-size")
+    return DatasetDict(train=pick(splits["train"], rows), validation=pick(splits["validation"], eval_rows),
+                       test=pick(splits["test"], eval_rows))
+
+
+def prepare(model: str, dataset: str, data_dir: str | None, workdir: Path, *, batch_size: int,
+            rows: int, seed: int = 1, max_length: int = 128, eval_rows: int = 256) -> Prepared:
+    from kdtune import data
+    from kdtune.config import make_trial
+
+    from kdtune.models.preset import PRESETS
+
+    kind, name = parse_model(model)
+    if kind == "preset":  # the preset's position table bounds the length (micro: 64)
+        max_length = min(max_length, PRESETS[name].max_length)
+    splits = data.load(dataset, data_dir)
+    labels = list(splits["train"].features["label"].names)
+    teacher_dir = Path(workdir) / "teacher"
+    if kind == "preset":
+        _preset_teacher(name, dataset, data_dir, labels, teacher_dir)
+    else:
+        _random_teacher(name, splits["train"], labels, teacher_dir, max_length, seed)
+    trial = make_trial({
+        "dataset": dataset, "data_dir": data_dir, "base_model": str(teacher_dir), "init": "teacher",
+        "kd": True, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+        "train_partition": "all", "eval_partition": "all", "group_by_length": True,
+    }, "<bench>")
+    return Prepared(f"{kind}:{name}", teacher_dir, sample_splits(splits, rows, eval_rows, seed), trial)
+
+
+def _save_teacher(model, tokenizer, folder: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _label_kwargs(labels: list[str]) -> dict:
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {n: i for i, n in enumerate(labels)}}
+
+
+def _preset_teacher(name: str, dataset: str, data_dir, labels: list[str], folder: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from kdtune.models.preset import build_preset
+
+    path = build_preset(name, dataset, data_dir)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "classifier newly initialized": expected, see module doc
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = AutoModelForSequenceClassification.from_pretrained(path, **_label_kwargs(labels))
+    finally:
+        hf_logging.set_verbosity(level)
+    _save_teacher(model, AutoTokenizer.from_pretrained(path), folder)
+
+
+def _random_teacher(name: str, train, labels: list[str], folder: Path, max_length: int, seed: int) -> None:
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    from kdtune.models.preset import PRESETS, _sample_per_language, train_tokenizer
+
+    hidden, layers, heads, intermediate, vocab = RANDOM_SHAPES[name]
+    spec = dataclasses.replace(PRESETS["tiny"], vocab_size=8000, max_length=max_length)
+    tokenizer = train_tokenizer(_sample_per_language(train, 200, seed), spec)
+    config = XLMRobertaConfig(
+        vocab_size=vocab or len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_length + 2,
+        type_vocab_size=1, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, **_label_kwargs(labels),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = XLMRobertaForSequenceClassification(config)
+    _save_teacher(model, tokenizer, folder)

@@ -1,0 +1,172 @@
+"""kdtune bench: the FLOP count against torch's own counter, padding efficiency against a hand
+count, and the command end to end on the micro preset (no speed assertions: speed goals live in
+the bench's output)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+from kdtune.bench.flops import EncoderShape, forward_flops, kd_step_flops
+from kdtune.bench.paths import Batches, padded_rows, summarise
+from kdtune.distill import HiddenMatch, KDWeights
+from kdtune.train import Distiller, make_step
+
+
+def classifier(layers: int, hidden: int = 32, heads: int = 4, intermediate: int = 48, labels: int = 5):
+    torch.manual_seed(layers)
+    cfg = XLMRobertaConfig(vocab_size=60, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                           intermediate_size=intermediate, max_position_embeddings=40, num_labels=labels,
+                           attn_implementation="eager")
+    return XLMRobertaForSequenceClassification(cfg)
+
+
+def unpadded_batches(lengths_per_batch: list[list[int]]) -> list[dict]:
+    """Batches whose rows all have the batch's length: no padding, so every token is real."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for lengths in lengths_per_batch:
+        assert len(set(lengths)) == 1
+        ids = torch.randint(5, 60, (len(lengths), lengths[0]), generator=g)
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                    "labels": torch.randint(0, 5, (len(lengths),), generator=g)})
+    return out
+
+
+def test_forward_flops_match_torch_flop_counter():
+    model = classifier(layers=3, hidden=32, intermediate=48, labels=7)
+    for lengths in ([9, 9, 9], [4]):
+        ids = torch.randint(5, 60, (len(lengths), lengths[0]))
+        with FlopCounterMode(display=False) as counter:
+            model(input_ids=ids)
+        assert counter.get_total_flops() == forward_flops(EncoderShape.of(model), lengths)
+
+
+def test_kd_step_flops_match_torch_flop_counter_on_the_real_kd_step():
+    teacher, student = classifier(layers=4), classifier(layers=2)
+    teacher.eval().requires_grad_(False)
+    distiller = Distiller(teacher=teacher, layer_map=[1, 3], weights=KDWeights(), hidden_match=HiddenMatch(32, 32))
+    step = make_step(student, distiller, torch.device("cpu"), "fp32")
+    lengths = [[6, 6, 6], [11, 11]]
+    with FlopCounterMode(display=False) as counter:
+        for batch in unpadded_batches(lengths):
+            step(batch)["total"].backward()
+    expected = sum(kd_step_flops(EncoderShape.of(student), EncoderShape.of(teacher), b) for b in lengths)
+    assert counter.get_total_flops() == expected
+    # padding costs time, not counted work: the count depends on the real lengths only
+    assert kd_step_flops(EncoderShape.of(student), EncoderShape.of(teacher), [6, 11]) < \
+        kd_step_flops(EncoderShape.of(student), EncoderShape.of(teacher), [11, 11])
+
+
+def test_linear_width_match_is_counted():
+    s, t = EncoderShape(2, 16, 32, 3), EncoderShape(4, 32, 64, 3)
+    extra = kd_step_flops(s, t, [5], linear_match=True) - kd_step_flops(s, t, [5])
+    assert extra == 3 * 2 * 16 * 32 * 5 * 3  # 3 hidden states x (fwd + 2 bwd) x 2*ds*dt per token
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": 4 + i for i in range(20)}}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def test_padding_efficiency_of_both_paths_against_a_hand_count(tokenizer):
+    from datasets import Dataset
+
+    from kdtune.data import make_loader
+
+    lengths = [3, 7, 4, 9, 2, 8]
+    rows = Dataset.from_dict({"input_ids": [[4] * n for n in lengths], "attention_mask": [[1] * n for n in lengths],
+                              "label": [0, 1, 0, 1, 0, 1]})
+    # kdtune's loader without shuffling visits rows longest first, batches of 2 padded per batch:
+    # (9, 8) -> 9, (7, 4) -> 7, (3, 2) -> 3: 33 real tokens in 2 * (9 + 7 + 3) = 38 slots.
+    loader = make_loader(rows, tokenizer, 2, shuffle=False, group_by_length=True)
+    kd = Batches()
+    for batch in loader:
+        kd.add(batch["attention_mask"])
+    s = EncoderShape(1, 8, 16, 2)
+    result = summarise(kd, [(0, 0.0), (3, 1.0)], s, s, False)
+    assert (result.real_tokens, result.padded_tokens) == (33, 38)
+    assert result.padding_efficiency == pytest.approx(33 / 38)
+    assert result.examples == 6 and result.steps == 3
+    # the reference pads every row to 16: 33 real tokens in 6 * 16 slots
+    data = padded_rows(rows, tokenizer.pad_token_id, 16)
+    ref = Batches()
+    for _, mask, _ in torch.utils.data.DataLoader(data, batch_size=4):
+        ref.add(mask)
+    result = summarise(ref, [(0, 0.0), (2, 2.0)], s, s, False)
+    assert result.padding_efficiency == pytest.approx(33 / 96)
+    assert result.examples_per_s.median == pytest.approx(3.0)  # 6 examples in 2 s
+
+
+KEYS = {"machine", "setup", "matmul", "kdtune", "reference", "speedup", "memory", "sweep", "goals"}
+PATH_KEYS = {"examples_per_s", "flops_per_s", "step_seconds", "mfu", "padding_efficiency", "real_tokens",
+             "padded_tokens", "examples", "steps", "tokens_per_batch"}
+
+
+@pytest.fixture(scope="module")
+def bench_json(kdtune_cache):
+    """One real end-to-end run of the command on the micro preset (about 15 s)."""
+    import contextlib
+    import io
+
+    from kdtune.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["bench", "--preset", "micro", "--dataset", "synthetic", "--skip-sweep", "--repeats", "1",
+                     "--batch-size", "8", "--json"])
+    assert code == 0
+    return json.loads(out.getvalue())
+
+
+def test_bench_cli_prints_json_with_every_measurement(bench_json):
+    r = bench_json
+    assert KEYS <= set(r)
+    for path in ("kdtune", "reference"):
+        assert PATH_KEYS <= set(r[path])
+        for key in ("examples_per_s", "flops_per_s", "mfu"):
+            s = r[path][key]
+            assert s["min"] <= s["median"] <= s["max"] and s["median"] > 0 and len(s["samples"]) == 1
+    assert r["setup"]["model"] == "preset:micro" and r["setup"]["pad_to"] == 64  # micro: 64 positions
+    assert r["setup"]["teacher"]["layers"] == 4 and r["setup"]["student"]["layers"] == 2
+    # kdtune pads per batch, the reference to 64: it wastes more
+    assert r["reference"]["padded_tokens"] == r["reference"]["steps"] * 8 * 64
+    assert r["kdtune"]["padding_efficiency"] > r["reference"]["padding_efficiency"]
+    assert r["kdtune"]["steps"] == 50 and r["kdtune"]["examples"] == 400
+    assert r["speedup"]["median"] == pytest.approx(
+        r["kdtune"]["examples_per_s"]["median"] / r["reference"]["examples_per_s"]["median"])
+    assert r["kdtune"]["mfu"]["median"] == pytest.approx(
+        r["kdtune"]["flops_per_s"]["median"] / r["matmul"]["kdtune_shapes"]["flops_per_s"]["median"])
+    assert r["memory"]["kind"] in ("peak_rss_delta", "maxrss_growth") and r["memory"]["bytes"] >= 0
+    assert r["sweep"] is None and r["goals"]["sweep_overhead"]["met"] is None
+    assert set(r["goals"]) == {"speedup", "mfu", "sweep_overhead"}
+
+
+def test_bench_cli_prints_the_table(bench_json, monkeypatch, capsys):
+    import kdtune.bench
+
+    from kdtune.cli import main
+
+    monkeypatch.setattr(kdtune.bench, "run_bench", lambda opts, log: bench_json)  # the run above, reprinted
+    assert main(["bench", "--preset", "micro", "--dataset", "synthetic", "--skip-sweep"]) == 0
+    table = capsys.readouterr().out
+    for label in ("KD throughput (examples/s)", "MFU (real tokens)", "padding efficiency", "KD speedup",
+                  "peak memory of one trial", "sweep overhead: skipped", "goal mfu >= 50.0%"):
+        assert label in table
+    assert f"{bench_json['kdtune']['padding_efficiency'] * 100:.1f}%" in table
+
+
+def test_bad_model_name_is_a_usage_error(capsys):
+    from kdtune.cli import main
+
+    assert main(["bench", "--model", "random:huge", "--skip-sweep"]) == 2
+    assert "random:huge" in capsys.readouterr().err
