@@ -164,6 +164,9 @@ def test_massive_official_layout(tmp_path, shared_data, kdtune_cache):
         row = [r for r in dd[split] if r["id"] == f"de-DE:{first['id']}"][0]
         assert row["text"] == first["utt"]
         assert massive.INTENTS[row["label"]] == first["intent"]
+    # The 1.0 release unpacks to 1.0/data/: any <version>/data folder is found.
+    _write_official(tmp_path / "release10" / "1.0" / "data", shared_data, locales=("fr-FR",), n=7)
+    assert sum(part.num_rows for part in data.load("massive", tmp_path / "release10").values()) == 7
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

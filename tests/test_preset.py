@@ -48,7 +48,7 @@ def micro(kdtune_cache):
     return path, time.perf_counter() - start
 
 
-def test_micro_preset_on_synthetic(micro, kdtune_cache):
+def test_micro_preset_on_synthetic(micro, kdtune_cache, tmp_path):
     path, seconds = micro
     assert seconds < 60
     assert path.parent == kdtune_cache / "presets" and path.name.startswith("micro-synthetic-")
@@ -62,15 +62,25 @@ def test_micro_preset_on_synthetic(micro, kdtune_cache):
     assert build_preset("micro", "synthetic") == path
     assert time.perf_counter() - start < 5
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+    # Deterministic: a fresh build elsewhere gives byte-identical tokenizer and weights.
+    other = build_preset("micro", "synthetic", cache_dir=tmp_path)
+    assert other.parent == tmp_path / "presets" and other.name == path.name
+    for name in ("tokenizer.json", "model.safetensors"):
+        assert (other / name).read_bytes() == (path / name).read_bytes(), name
     assert resolve_base_model("preset:micro", "synthetic") == str(path)
     assert resolve_base_model("xlm-roberta-base", "synthetic") == "xlm-roberta-base"
     assert resolve_base_model("/some/local/dir", "massive") == "/some/local/dir"
 
 
-def test_micro_preset_learns_synthetic_intents(micro):
-    """The preset + data path end to end: a few epochs of fine-tuning get well above chance (1/8)."""
+def test_synthetic_is_learnable_by_a_tiny_transformer(micro):
+    """The synthetic data is learnable by a micro-sized XLM-R in a few epochs (chance is 1/8).
+
+    Uses the preset's tokenizer and config with fresh weights, through encode/make_loader: the
+    brief MLM of the micro preset does not make fine-tuning faster at this size (it is there to
+    exercise the preset path quickly), so learnability is a property checked from scratch.
+    """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path, _ = micro
     threads = torch.get_num_threads()
@@ -81,9 +91,9 @@ def test_micro_preset_learns_synthetic_intents(micro):
         dd = data.load("synthetic")
         train = data.encode(dd["train"], tok, max_length=32)
         test = data.encode(dd["test"], tok, max_length=32)
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=8)
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(path, num_labels=8))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        for epoch in range(5):
+        for epoch in range(6):
             for batch in data.make_loader(train, tok, 16, shuffle=True, seed=epoch, group_by_length=True):
                 model(**batch).loss.backward()
                 opt.step()
@@ -98,7 +108,7 @@ def test_micro_preset_learns_synthetic_intents(micro):
     finally:
         torch.set_num_threads(threads)
     assert total == 576
-    assert correct / total > 2 / 8, correct / total  # at least twice chance
+    assert correct / total > 0.4, correct / total  # over 3x chance
 
 
 def _build_in_subprocess(cache: str, queue) -> None:

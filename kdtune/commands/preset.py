@@ -21,19 +21,24 @@ def run(args: argparse.Namespace) -> int:
     from kdtune.models.preset import build_preset, get_spec, load_preset_info
 
     get_spec(args.name)  # unknown names fail before any data is read
+    # A build takes minutes: show its progress on stderr while this command runs.
     progress = logging.getLogger("kdtune.models.preset")
-    if not progress.handlers:  # a build takes minutes: show its progress on stderr
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        progress.addHandler(handler)
-        progress.setLevel(logging.INFO)
-    path = build_preset(
-        args.name,
-        args.dataset,
-        data_dir=args.data_dir,
-        out=Path(args.out) if args.out else None,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous_level = progress.level
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    try:
+        path = build_preset(
+            args.name,
+            args.dataset,
+            data_dir=args.data_dir,
+            out=Path(args.out) if args.out else None,
+            cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        )
+    finally:
+        progress.removeHandler(handler)
+        progress.setLevel(previous_level)
     info = load_preset_info(path)
     print(f"preset {args.name} for {args.dataset}: {path}")
     print(

@@ -52,7 +52,9 @@ def cached(kind: str, key: str, build: Callable[[], "datasets.DatasetDict"]) -> 
                 work = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
                 try:
                     with no_progress_bars():
-                        built.save_to_disk(str(work / "data"))
+                        # One shard per split: datasets writes no shard for an empty split
+                        # by default, and then cannot load it back.
+                        built.save_to_disk(str(work / "data"), num_shards={split: 1 for split in built})
                     os.replace(work / "data", final)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)

@@ -4,7 +4,7 @@ Label ids: the 60 intent strings sorted alphabetically (`INTENTS[0] == "alarm_qu
 `INTENTS[59] == "weather_query"`). This is NOT the Hugging Face `AmazonScience/massive` ClassLabel
 order; hub data is remapped by name. MASSIVE's "dev" split is returned as "validation".
 
-Local layouts accepted (searched in `<dir>`, `<dir>/1.1/data`, `<dir>/data`):
+Local layouts accepted (searched in `<dir>`, `<dir>/1.1/data`, `<dir>/data`, `<dir>/*/data`):
 - `<locale>.jsonl.gz` with at least id, locale, partition, utt, intent (../shared/data/massive);
 - `<locale>.jsonl`, the official release files with all fields (scenario, annot_utt, ...).
 Row ids are `<locale>:<MASSIVE id>`; the MASSIVE id is shared by the parallel utterances.
@@ -72,7 +72,9 @@ def find_files(folder: Path) -> dict[str, Path]:
 
     A plain `.jsonl` wins over a `.jsonl.gz` of the same locale (the official release is plain).
     """
-    for sub in SUBFOLDERS:
+    # Also any release's `<version>/data` (the 1.0 tarball unpacks to 1.0/data/), newest first.
+    others = sorted((p.parent.name for p in folder.glob("*/data") if p.is_dir()), reverse=True) if folder.is_dir() else []
+    for sub in list(SUBFOLDERS) + [f"{name}/data" for name in others]:
         base = folder / sub if sub else folder
         if not base.is_dir():
             continue

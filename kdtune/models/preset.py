@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
+    import tokenizers
     import torch
 
 import dataclasses
@@ -80,7 +81,7 @@ PRESETS: dict[str, PresetSpec] = {
     # The paper's student is 6 layers; "tiny" keeps a 12-layer teacher shape at a small width.
     "tiny": PresetSpec(
         vocab_size=16000, hidden=128, layers=12, heads=4, intermediate=512, max_length=128,
-        mlm_steps=1000, batch_size=64, lr=1e-3, tokenizer_rows_per_language=1000,
+        mlm_steps=1000, batch_size=64, lr=5e-4, tokenizer_rows_per_language=1000,
     ),
     "small": PresetSpec(
         vocab_size=32000, hidden=256, layers=8, heads=4, intermediate=1024, max_length=128,
@@ -232,6 +233,7 @@ def train_tokenizer(texts: list[str], spec: PresetSpec):
         vocab_size=spec.vocab_size, special_tokens=list(SPECIAL_TOKENS), unk_token="<unk>", show_progress=False
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    tok.model = _canonical_unigram(tok)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
@@ -249,6 +251,37 @@ def train_tokenizer(texts: list[str], spec: PresetSpec):
         mask_token="<mask>",
         model_max_length=spec.max_length,
     )
+
+
+def _canonical_unigram(tok) -> "tokenizers.models.Unigram":
+    """The trained Unigram model with a deterministic piece order.
+
+    The trainer's parallel reductions make scores differ in the last bit from run to run, which
+    reorders near-tied pieces and so permutes token ids. Rounding scores to 1e-6, one shared
+    score for the appended rare characters, and sorting by (score descending, piece) after the
+    special tokens make the same text give the same vocabulary and ids in every run.
+    """
+    from tokenizers import models
+
+    state = json.loads(tok.to_str())["model"]
+    vocab = [(piece, round(score, 6)) for piece, score in state["vocab"]]
+    special = [entry for entry in vocab if entry[0] in SPECIAL_TOKENS]
+    rest = [entry for entry in vocab if entry[0] not in SPECIAL_TOKENS]
+    # The trainer appends required characters below the learned pieces with scores spaced 1e-4
+    # apart in hash-map order (random per process): find that run at the end of the
+    # score-sorted list and give its members one shared score.
+    rest.sort(key=lambda e: -e[1])
+    start = len(rest) - 1
+    while start > 0 and -1e-9 <= (rest[start - 1][1] - rest[start][1]) <= 1e-4 + 1e-6:
+        start -= 1
+    if len(rest) - start >= 3:
+        tail = [score for _, score in rest[start:]]
+        shared = round(sum(sorted(tail)) / len(tail), 6)
+        rest = rest[:start] + [(piece, shared) for piece, _ in rest[start:]]
+    rest.sort(key=lambda e: (-e[1], e[0]))
+    ordered = special + rest
+    unk = [piece for piece, _ in ordered].index("<unk>")
+    return models.Unigram(ordered, unk_id=unk, byte_fallback=bool(state.get("byte_fallback", False)))
 
 
 def _mlm_loss(model, batch) -> "torch.Tensor":
