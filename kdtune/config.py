@@ -80,6 +80,7 @@ class TrialConfig:
     log_steps: int = 50
     group_by_length: bool = True
     precision: str = "auto"
+    compile: bool = False  # torch.compile the student and teacher (speed only; pays on long GPU runs)
     # teacher stage (fine-tuned once per distinct teacher key, best of teacher_seeds by val F1)
     teacher_epochs: float = 30.0
     teacher_max_steps: int | None = None
@@ -146,7 +147,7 @@ class TrialConfig:
         return name + ("/copy-only" if self.epochs == 0 else "")
 
 
-UNHASHED = frozenset({"data_dir", "save_model"})
+UNHASHED = frozenset({"data_dir", "save_model", "compile"})  # where and how fast, not what
 TRIAL_FIELDS = {f.name: f for f in fields(TrialConfig)}
 
 

@@ -50,7 +50,7 @@ def settings_of(trial: TrialConfig) -> TrainSettings:
     return TrainSettings(
         epochs=trial.epochs, max_steps=trial.max_steps, lr=trial.lr, weight_decay=trial.weight_decay,
         warmup_ratio=trial.warmup_ratio, eval_steps=trial.eval_steps, log_steps=trial.log_steps,
-        seed=trial.seed, precision=trial.precision,
+        seed=trial.seed, precision=trial.precision, compile=trial.compile,
     )
 
 
