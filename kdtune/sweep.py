@@ -219,6 +219,7 @@ def run_sweep(
         tracker.end_run(parent, "FINISHED" if outcome.ok else "FAILED")
         return outcome
 
+    prepare_presets(todo, say)
     _init_ray(address, store)
     try:
         train_teachers(todo, store, tracker, spec, say)
@@ -248,6 +249,22 @@ def _init_ray(address: str | None, store: Path) -> None:
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  object_store_memory=256 * 1024**2, configure_logging=False)
+
+
+def prepare_presets(trials: list[TrialConfig], say: Callable) -> None:
+    """Build the offline presets the trials name, here and visibly (once; then cached by content)."""
+    import json
+
+    from kdtune.models.preset import PREFIX, build_preset
+
+    for base, dataset, data_dir in sorted({(t.base_model, t.dataset, t.data_dir or "") for t in trials}):
+        if not base.startswith(PREFIX):
+            continue
+        say(f"  preset {base[len(PREFIX):]} on {dataset}: building or reusing (tokenizer + brief MLM, cached)")
+        path = build_preset(base[len(PREFIX):], dataset, data_dir or None)
+        info = json.loads((path / "preset.json").read_text())
+        start, end = info.get("mlm_loss_start"), info.get("mlm_loss_end")
+        say(f"  preset ready: {path}" + (f" (MLM loss {start:.2f} -> {end:.2f})" if start and end else ""))
 
 
 def train_teachers(trials: list[TrialConfig], store: Path, tracker, spec: SweepSpec, say: Callable) -> None:

@@ -10,7 +10,8 @@ built from the dataset itself:
    `<s> A </s></s> B </s>`);
 2. an `XLMRobertaConfig` with `vocab_size = len(tokenizer)` and
    `max_position_embeddings = max_length + 2` (XLM-R positions start after the pad id);
-3. `mlm_steps` AdamW steps (linear warm-up 6%, then linear decay) of masked-LM on random batches
+3. `mlm_steps` AdamW steps (capped at `mlm_max_epochs` passes over the text; linear warm-up 6%,
+   then linear decay) of masked-LM on random batches
    of the unlabelled training text (grouped by length, see `_length_grouped_batches`), masked by
    `DataCollatorForLanguageModeling` (15%, 80/10/10).
    The loss is computed on masked positions only (the LM head is the costly part at small width).
@@ -51,7 +52,7 @@ from pathlib import Path
 
 from kdtune.errors import UsageError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: MLM steps capped by mlm_max_epochs
 log = logging.getLogger(__name__)
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 PREFIX = "preset:"
@@ -75,6 +76,9 @@ class PresetSpec:
     tokenizer_rows_per_language: int = 2000
     mlm_probability: float = 0.15
     eval_rows: int = 512
+    # At most this many passes over the training text: on a small corpus (tsm, synthetic) more
+    # MLM memorises the text and the preset then fine-tunes worse than random weights.
+    mlm_max_epochs: float = 5.0
 
 
 PRESETS: dict[str, PresetSpec] = {
@@ -370,16 +374,17 @@ def _build(spec: PresetSpec, splits, target: Path, meta: dict) -> None:
                 model.train()
                 return total / max(count, 1)
 
+            steps = min(spec.mlm_steps, max(1, math.ceil(spec.mlm_max_epochs * len(train_texts) / spec.batch_size)))
             loss_start = eval_loss()
             log.info("preset: MLM loss before pretraining %.3f", loss_start)
             optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
             schedule = get_linear_schedule_with_warmup(
-                optimizer, max(1, math.ceil(0.06 * spec.mlm_steps)), spec.mlm_steps
+                optimizer, max(1, math.ceil(0.06 * steps)), steps
             )
             model.train()
             train_losses = []
             stream = _length_grouped_batches(train_texts, tokenizer, collator, spec, rng)
-            for _ in range(spec.mlm_steps):
+            for _ in range(steps):
                 loss = _mlm_loss(model, next(stream))
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -387,10 +392,10 @@ def _build(spec: PresetSpec, splits, target: Path, meta: dict) -> None:
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 train_losses.append(loss.item())
-                if len(train_losses) % 100 == 0 or len(train_losses) == spec.mlm_steps:
+                if len(train_losses) % 100 == 0 or len(train_losses) == steps:
                     log.info(
                         "preset: step %d/%d, train loss %.3f (last 100), %.0f s",
-                        len(train_losses), spec.mlm_steps, float(np.mean(train_losses[-100:])),
+                        len(train_losses), steps, float(np.mean(train_losses[-100:])),
                         time.time() - started,
                     )  # fmt: skip
             loss_end = eval_loss()
@@ -419,6 +424,7 @@ def _build(spec: PresetSpec, splits, target: Path, meta: dict) -> None:
         train_loss_first=float(np.mean(train_losses[:window])) if train_losses else None,
         train_loss_last=float(np.mean(train_losses[-window:])) if train_losses else None,
         train_rows=len(train_texts),
+        mlm_steps_run=steps,
         tokenizer_seconds=round(tokenizer_s, 1),
         seconds=round(time.time() - started, 1),
         threads=_threads(),
