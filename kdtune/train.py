@@ -258,10 +258,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         flags = {"output_hidden_states": need_hid, "output_attentions": need_att}
         with autocast_for(device, precision):
-            # inference_mode: no autograd graph and no saved activations for the teacher, whose
-            # outputs are constants of the loss (cheaper than no_grad: no version counters).
-            with torch.inference_mode():
-                t_out = teacher(**inputs, **flags)
+            t_out = teacher_outputs(teacher, inputs, flags)
             s_out = student(**inputs, **flags)
             losses = kd_losses(
                 s_out, t_out, batch["labels"], batch["attention_mask"], distiller.layer_map,
@@ -270,6 +267,13 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
         return losses
 
     return kd_step
+
+
+@torch.inference_mode()
+def teacher_outputs(teacher, inputs: dict, flags: dict):
+    """The teacher's forward pass. Under inference_mode: no autograd graph, no saved activations
+    and no version counters, since its outputs are constants of the loss (kdtune.distill)."""
+    return teacher(**inputs, **flags)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

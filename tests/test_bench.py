@@ -68,6 +68,27 @@ def test_linear_width_match_is_counted():
     assert extra == 3 * 2 * 16 * 32 * 5 * 3  # 3 hidden states x (fwd + 2 bwd) x 2*ds*dt per token
 
 
+def test_loop_loss_of_the_ablation_equals_the_vectorized_loss():
+    from kdtune.bench.ablations import kd_losses_loop
+    from kdtune.distill import kd_losses
+
+    teacher, student = classifier(layers=4, hidden=32, heads=4), classifier(layers=2, hidden=16, heads=2)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 60, (3, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0
+    mask[2, 3:] = 0
+    labels = torch.tensor([0, 2, 4])
+    kw = {"output_hidden_states": True, "output_attentions": True}
+    s_out, t_out = student(input_ids=ids, attention_mask=mask, **kw), teacher(input_ids=ids, attention_mask=mask, **kw)
+    for weights in (KDWeights(), KDWeights(att=0.0, emb=2.0, pred=0.0)):
+        match = HiddenMatch(16, 32, "select")
+        want = kd_losses(s_out, t_out, labels, mask, [1, 3], weights, match)
+        got = kd_losses_loop(s_out, t_out, labels, mask, [1, 3], weights, match)
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     from tokenizers import Tokenizer, models
@@ -123,7 +144,7 @@ def bench_json(kdtune_cache):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["bench", "--preset", "micro", "--dataset", "synthetic", "--skip-sweep", "--repeats", "1",
-                     "--batch-size", "8", "--json"])
+                     "--batch-size", "8", "--ablations", "pad-to-max,loop-loss", "--json"])
     assert code == 0
     return json.loads(out.getvalue())
 
@@ -149,6 +170,11 @@ def test_bench_cli_prints_json_with_every_measurement(bench_json):
     assert r["memory"]["kind"] in ("peak_rss_delta", "maxrss_growth") and r["memory"]["bytes"] >= 0
     assert r["sweep"] is None and r["goals"]["sweep_overhead"]["met"] is None
     assert set(r["goals"]) == {"speedup", "mfu", "sweep_overhead"}
+    # the fast path re-timed without one item: padding every batch to 64 wastes what the reference does
+    assert set(r["ablations"]) == {"pad-to-max", "loop-loss"}
+    assert r["ablations"]["pad-to-max"]["padding_efficiency"] == pytest.approx(
+        r["ablations"]["pad-to-max"]["real_tokens"] / (r["ablations"]["pad-to-max"]["steps"] * 8 * 64))
+    assert r["ablations"]["loop-loss"]["padding_efficiency"] == pytest.approx(r["kdtune"]["padding_efficiency"])
 
 
 def test_bench_cli_prints_the_table(bench_json, monkeypatch, capsys):

@@ -39,6 +39,7 @@ class BenchOptions:
     skip_sweep: bool = False
     sweep_steps: int = 60
     compile: bool = False
+    ablations: tuple[str, ...] = ()  # fast-path items to switch off one at a time (bench.ablations)
     pad_to: int = 128
     seed: int = 1
     workdir: str | None = None
@@ -60,6 +61,8 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
     from transformers.utils import logging as hf_logging
 
     from kdtune.bench import matmul
+    from kdtune.bench.ablations import VARIANTS
+    from kdtune.bench.ablations import variant as ablation_variant
     from kdtune.bench.flops import EncoderShape, layer_gemms
     from kdtune.bench.memory import peak_memory
     from kdtune.bench.overhead import sweep_overhead
@@ -75,6 +78,9 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device visible to torch; use --device cpu")
     parse_model(opts.model)  # a bad name fails before any work
+    unknown = [a for a in opts.ablations if a not in VARIANTS]
+    if unknown:
+        raise UsageError(f"--ablations: unknown item {unknown[0]!r}; allowed: all, {', '.join(VARIANTS)}")
     threads = opts.threads or cpus_available()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -119,6 +125,16 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
         ref_mm = matmul.gemm_rate(layer_gemms(student, round(ref.tokens_per_batch)), device, torch.float32,
                                   opts.repeats)
         square = matmul.square_rate(4096 if device.type == "cuda" else 1024, device, kd_dtype, opts.repeats)
+        ablations = {}
+        for name in opts.ablations:
+            log(f"fast path without one item: {name}")
+            built.student.load_state_dict(student0)
+            context, variant_built = ablation_variant(name, built, prepared, pad_to)
+            seed_everything(opts.seed)
+            with context:
+                v = kdtune_path(variant_built, device, opts.repeats, GROUP_BATCHES,
+                                compile=opts.compile or name == "compile")
+            ablations[name] = {**v.to_dict(), "relative_throughput": v.examples_per_s.median / kd.examples_per_s.median}
         del built, student0
 
         result["setup"] = {
@@ -140,6 +156,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
             "max": kd.examples_per_s.high / ref.examples_per_s.low,
         }
         result["memory"] = peak.to_dict()
+        result["ablations"] = ablations
         result["sweep"] = None
         if not opts.skip_sweep:
             kind, name = parse_model(opts.model)

@@ -11,6 +11,9 @@ Two kinds of model:
   250002), built from a config with no hub access, with a Unigram tokenizer trained in seconds on
   a sample of the dataset's text (so lengths are those of real text, cut by a smaller
   vocabulary than XLM-R's). For the GPU check.
+- a folder (``dir:PATH`` or just an existing PATH): any local XLM-R checkpoint (a built preset, a
+  downloaded xlm-roberta-base) with a fresh classification head, e.g. a preset folder kept from
+  an earlier version of the preset code.
 
 The trial is the paper's default KD student (``init: teacher``, half the teacher's layers, full
 width, all five loss terms), built by the very code a sweep uses (`kdtune.trial.build`). Its rows
@@ -32,7 +35,7 @@ RANDOM_SHAPES = {
     "small": (256, 8, 4, 1024, 32000),
     "base": (768, 12, 12, 3072, 250002),
 }
-MODEL_KINDS = ("preset", "random")
+MODEL_KINDS = ("preset", "random", "dir")
 
 
 @dataclass
@@ -44,15 +47,19 @@ class Prepared:
 
 
 def parse_model(model: str) -> tuple[str, str]:
-    """'preset:small' -> ('preset', 'small'); a bare preset name is accepted."""
+    """'preset:small' -> ('preset', 'small'); a bare preset name or folder is accepted."""
     from kdtune.models.preset import PRESETS
 
+    if Path(model).is_dir():
+        return "dir", str(Path(model).resolve())
     kind, _, name = model.partition(":") if ":" in model else ("preset", "", model)
+    if kind == "dir" and (Path(name) / "config.json").is_file():
+        return kind, str(Path(name).resolve())
     if kind == "preset" and name in PRESETS:
         return kind, name
     if kind == "random" and name in RANDOM_SHAPES:
         return kind, name
-    allowed = [f"preset:{p}" for p in PRESETS] + [f"random:{r}" for r in RANDOM_SHAPES]
+    allowed = [f"preset:{p}" for p in PRESETS] + [f"random:{r}" for r in RANDOM_SHAPES] + ["dir:PATH"]
     raise UsageError(f"model {model!r} unknown; allowed: {', '.join(allowed)}")
 
 
@@ -93,21 +100,23 @@ def sample_splits(splits, rows: int, eval_rows: int, seed: int):
 
 def prepare(model: str, dataset: str, data_dir: str | None, workdir: Path, *, batch_size: int,
             rows: int, seed: int = 1, max_length: int = 128, eval_rows: int = 256) -> Prepared:
+    from transformers import AutoConfig
+
     from kdtune import data
     from kdtune.config import make_trial
 
-    from kdtune.models.preset import PRESETS
-
     kind, name = parse_model(model)
-    if kind == "preset":  # the preset's position table bounds the length (micro: 64)
-        max_length = min(max_length, PRESETS[name].max_length)
     splits = data.load(dataset, data_dir)
     labels = list(splits["train"].features["label"].names)
     teacher_dir = Path(workdir) / "teacher"
     if kind == "preset":
         _preset_teacher(name, dataset, data_dir, labels, teacher_dir)
+    elif kind == "dir":
+        _folder_teacher(Path(name), labels, teacher_dir)
     else:
         _random_teacher(name, splits["train"], labels, teacher_dir, max_length, seed)
+    # XLM-R's position table bounds the length (positions start after the pad id; micro: 64)
+    max_length = min(max_length, AutoConfig.from_pretrained(teacher_dir).max_position_embeddings - 2)
     trial = make_trial({
         "dataset": dataset, "data_dir": data_dir, "base_model": str(teacher_dir), "init": "teacher",
         "kd": True, "batch_size": batch_size, "max_length": max_length, "seed": seed,
@@ -135,19 +144,23 @@ def _label_kwargs(labels: list[str]) -> dict:
 
 
 def _preset_teacher(name: str, dataset: str, data_dir, labels: list[str], folder: Path) -> None:
+    from kdtune.models.preset import build_preset
+
+    _folder_teacher(build_preset(name, dataset, data_dir), labels, folder)
+
+
+def _folder_teacher(path: Path, labels: list[str], folder: Path) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from kdtune.models.preset import build_preset
-
-    path = build_preset(name, dataset, data_dir)
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "classifier newly initialized": expected, see module doc
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = AutoModelForSequenceClassification.from_pretrained(path, **_label_kwargs(labels))
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, ignore_mismatched_sizes=True, **_label_kwargs(labels))
     finally:
         hf_logging.set_verbosity(level)
     _save_teacher(model, AutoTokenizer.from_pretrained(path), folder)

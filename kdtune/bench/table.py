@@ -46,6 +46,12 @@ def render(r: dict) -> str:
         f"square {r['matmul']['square']['size']}^3 matmul: {_cell(r['matmul']['square']['flops_per_s'], _si)} FLOP/s",
         f"peak memory of one trial (build + kdtune training): {r['memory']['mib']:.0f} MiB ({r['memory']['kind']})",
     ]
+    if r.get("ablations"):
+        lines += ["", f"fast path, one item switched off (kdtune path re-timed; full path = {kd['examples_per_s']['median']:.1f} examples/s):",
+                  f"{'variant':24s} {'examples/s':>26s} {'vs full path':>12s} {'padding eff.':>12s}"]
+        for name, a in r["ablations"].items():
+            lines.append(f"{name:24s} {_cell(a['examples_per_s']):>26s} {a['relative_throughput']:>11.2f}x "
+                         f"{_pct(a['padding_efficiency']):>12s}")
     sw = r.get("sweep")
     if sw:
         lines.append(

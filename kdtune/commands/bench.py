@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-steps", type=int, default=60, help="training steps of each sweep trial (default: 60)")
     p.add_argument("--threads", type=int, help="torch threads (default: every CPU available)")
     p.add_argument("--compile", action="store_true", help="torch.compile kdtune's path (minutes of compilation)")
+    p.add_argument("--ablations", metavar="LIST", default="",
+                   help="re-time kdtune's path with one fast-path item off, for each item of a comma list "
+                        "(or 'all': every item but compile); see kdtune.bench.ablations")
     p.add_argument("--gpu-check", action="store_true",
                    help="CUDA check: random-init tiny and xlm-r-base-sized models, no sweep, 3 repeats")
 
@@ -43,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
-    base = dict(dataset=args.dataset, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size,
+    from kdtune.bench.ablations import DEFAULT
+
+    ablations = tuple(DEFAULT) if args.ablations == "all" else tuple(a for a in args.ablations.split(",") if a)
+    base = dict(ablations=ablations, dataset=args.dataset, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size,
                 repeats=args.repeats, reference_steps=args.reference_steps, skip_sweep=args.skip_sweep,
                 sweep_steps=args.sweep_steps, threads=args.threads, compile=args.compile)
     if args.gpu_check:

@@ -1,0 +1,175 @@
+"""The fast path, one item at a time: kdtune's KD path re-timed with a single item switched off.
+
+Each variant is a context manager that changes one thing for the duration of one `kdtune_path`
+run, on the same built trial (the student's initial weights are restored before each run):
+
+- ``no-length-grouping``: random batches (still padded per batch to their longest row);
+- ``pad-to-max``: every batch padded to ``max_length`` (128), as the reference does;
+- ``plain-teacher``: the teacher's forward as TinyBERT runs it: parameters that require grad,
+  a plain forward (autograd records the graph and keeps activations), outputs detached;
+- ``no-grad-teacher``: the teacher under ``torch.no_grad`` instead of ``inference_mode``;
+- ``unfused-adamw``: torch's default AdamW implementation instead of the fused kernel;
+- ``loop-loss``: the KD loss computed one layer at a time (same values, see `kd_losses_loop`);
+- ``one-thread``: one torch thread instead of one per CPU;
+- ``compile``: the opposite direction, `torch.compile` switched on (minutes of compilation on
+  CPU; only when asked for by name).
+
+Variants patch attributes of `kdtune.train` / `kdtune.distill` (never torch itself) and restore
+them on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+VARIANTS = ("no-length-grouping", "pad-to-max", "plain-teacher", "no-grad-teacher", "unfused-adamw",
+            "loop-loss", "one-thread", "compile")
+DEFAULT = tuple(v for v in VARIANTS if v != "compile")
+
+
+@contextlib.contextmanager
+def patched(module, name: str, value) -> Iterator[None]:
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+class PaddedLoader:
+    """One epoch's batches, each padded on the right to `pad_to` positions."""
+
+    def __init__(self, loader, pad_to: int, pad_id: int):
+        self.loader, self.pad_to, self.pad_id = loader, pad_to, pad_id
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            extra = self.pad_to - batch["input_ids"].shape[1]
+            yield {**batch, "input_ids": F.pad(batch["input_ids"], (0, extra), value=self.pad_id),
+                   "attention_mask": F.pad(batch["attention_mask"], (0, extra), value=0)}
+
+
+def variant(name: str, built, prepared, pad_to: int):
+    """(context manager, built trial to time) for one variant."""
+    import kdtune.distill
+    import kdtune.train
+    from kdtune.inputs import build_inputs
+
+    if name == "no-length-grouping":
+        t = prepared.trial
+        inputs = build_inputs(prepared.splits, t.dataset, built.tokenizer, train_partition=t.train_partition,
+                              eval_partition=None, fraction=1.0, seed=t.seed, batch_size=t.batch_size,
+                              max_length=t.max_length, group_by_length=False)
+        return contextlib.nullcontext(), dataclasses.replace(
+            built, inputs=dataclasses.replace(built.inputs, train_loader=inputs.train_loader))
+    if name == "pad-to-max":
+        source, pad_id = built.inputs.train_loader, built.tokenizer.pad_token_id
+        loader = lambda epoch: PaddedLoader(source(epoch), pad_to, pad_id)  # noqa: E731
+        return contextlib.nullcontext(), dataclasses.replace(
+            built, inputs=dataclasses.replace(built.inputs, train_loader=loader))
+    if name == "plain-teacher":
+        def plain(teacher, inputs, flags):
+            teacher.requires_grad_(True)  # `train` froze it; TinyBERT's teacher is not frozen
+            out = teacher(**inputs, **flags)
+            return type(out)(**{k: _detach(v) for k, v in out.items()})
+
+        return _restoring_teacher(built, patched(kdtune.train, "teacher_outputs", plain)), built
+    if name == "no-grad-teacher":
+        def no_grad(teacher, inputs, flags):
+            with torch.no_grad():
+                return teacher(**inputs, **flags)
+
+        return patched(kdtune.train, "teacher_outputs", no_grad), built
+    if name == "unfused-adamw":
+        def unfused(params, settings, device):
+            return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+        return patched(kdtune.train, "make_optimizer", unfused), built
+    if name == "loop-loss":
+        return patched(kdtune.distill, "kd_losses", kd_losses_loop), built
+    if name == "one-thread":
+        return _threads(1), built
+    if name == "compile":
+        return contextlib.nullcontext(), built  # run_bench passes compile=True for this one
+    raise ValueError(f"unknown variant {name!r}")
+
+
+def _detach(value):
+    if isinstance(value, tuple):
+        return tuple(v.detach() for v in value)
+    return value.detach() if torch.is_tensor(value) else value
+
+
+@contextlib.contextmanager
+def _restoring_teacher(built, inner):
+    try:
+        with inner:
+            yield
+    finally:
+        built.distiller.teacher.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def kd_losses_loop(student_out, teacher_out, labels, attention_mask, layer_map, weights, hidden_match,
+                   head_map=None) -> dict[str, torch.Tensor]:
+    """`kdtune.distill.kd_losses`, one layer at a time instead of stacked (same definitions)."""
+    from kdtune.distill import TERMS, nonkd_loss
+    from kdtune.models.selection import uniform_indices
+
+    logits = student_out.logits
+    out = {name: logits.new_zeros((), dtype=torch.float32) for name in TERMS}
+    mask = attention_mask.to(logits.device, torch.float32)
+    if weights.att:
+        pair = mask[:, :, None] * mask[:, None, :]
+        hs, ht = student_out.attentions[0].shape[1], teacher_out.attentions[0].shape[1]
+        heads = head_map if head_map is not None else (uniform_indices(ht, hs).tolist() if hs != ht else None)
+        for j, s in enumerate(student_out.attentions):
+            t = teacher_out.attentions[layer_map[j]]
+            if heads is not None:
+                t = t[:, heads]
+            d = (s - t).float()
+            out["att"] = out["att"] + (d * d * pair[:, None]).sum()
+        out["att"] = out["att"] / (pair.sum() * len(layer_map) * hs)
+    if hidden_match.active:
+        sh, th = student_out.hidden_states, teacher_out.hidden_states
+        width = None
+        for j in range(len(layer_map) + 1):
+            s, t = hidden_match(sh[j], th[0] if j == 0 else th[layer_map[j - 1] + 1])
+            width = s.shape[-1]
+            d = (s - t).float()
+            term = ((d * d).sum(-1) * mask).sum()
+            if j == 0:
+                out["emb"] = term / (mask.sum() * width)
+            else:
+                out["hid"] = out["hid"] + term
+        out["hid"] = out["hid"] / (mask.sum() * width * len(layer_map))
+        out["emb"] = out["emb"] * bool(weights.emb)
+        out["hid"] = out["hid"] * bool(weights.hid)
+    if weights.pred:
+        d = (logits - teacher_out.logits).float()
+        out["pred"] = (d * d).mean()
+    if weights.clf:
+        out["clf"] = nonkd_loss(logits, labels)
+    total = out["att"] * weights.att
+    for name in TERMS[1:]:
+        total = total + out[name] * getattr(weights, name)
+    out["total"] = total
+    return out
