@@ -130,7 +130,7 @@ def test_padding_efficiency_of_both_paths_against_a_hand_count(tokenizer):
 
 KEYS = {"machine", "setup", "matmul", "kdtune", "reference", "speedup", "memory", "sweep", "goals"}
 PATH_KEYS = {"examples_per_s", "flops_per_s", "step_seconds", "mfu", "padding_efficiency", "real_tokens",
-             "padded_tokens", "examples", "steps", "tokens_per_batch"}
+             "padded_tokens", "examples", "steps", "tokens_per_batch", "mfu_vs_square"}
 
 
 @pytest.fixture(scope="module")

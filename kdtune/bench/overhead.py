@@ -1,7 +1,8 @@
 """Sweep overhead: what Ray Tune + MLflow add to the trials' own work.
 
-An 8-trial grid (init teacher/scratch x KD/NON-KD x seeds 1, 2; short trials of ``max_steps``
-steps on the English rows) runs twice on the same machine:
+An 8-trial grid (init teacher/scratch x KD/NON-KD x seeds 1, 2; each trial one epoch over the
+English training rows, or ``max_steps`` steps when given; evaluation and logging at the trial
+defaults) runs twice on the same machine:
 
 1. through the real `kdtune.sweep.run_sweep` (local Ray started by it, a fresh sqlite MLflow store
    in a temporary folder, one trial at a time with every CPU, as ``resources.cpu = cpu_count``);
@@ -27,20 +28,22 @@ from pathlib import Path
 import torch
 
 
-def grid(base_model: str, dataset: str, data_dir: str | None, workdir: Path, *, max_steps: int,
+def grid(base_model: str, dataset: str, data_dir: str | None, workdir: Path, *, max_steps: int | None,
          batch_size: int, max_length: int, cpus: int, gpus: float) -> dict:
     """The sweep, as the mapping a YAML file would hold."""
+    fixed = {
+        "dataset": dataset, "data_dir": data_dir, "base_model": base_model,
+        "train_partition": "english", "eval_partition": "english",
+        "epochs": 1, "batch_size": batch_size, "max_length": max_length,
+        "teacher_max_steps": 20, "teacher_batch_size": batch_size, "teacher_eval_steps": 20,
+    }
+    if max_steps:
+        fixed.update(max_steps=max_steps, eval_steps=max(1, max_steps // 2), log_steps=max(1, min(50, max_steps // 6)))
     return {
         "name": "bench-overhead",
         "tracking": {"uri": f"sqlite:///{workdir}/mlruns/mlflow.db", "experiment": "kdtune-bench"},
         "storage": str(workdir / "store"),
-        "fixed": {
-            "dataset": dataset, "data_dir": data_dir, "base_model": base_model,
-            "train_partition": "english", "eval_partition": "english",
-            "epochs": 1, "max_steps": max_steps, "batch_size": batch_size, "max_length": max_length,
-            "eval_steps": max(1, max_steps // 2), "log_steps": 10,
-            "teacher_max_steps": 20, "teacher_batch_size": batch_size, "teacher_eval_steps": 20,
-        },
+        "fixed": fixed,
         "grid": {"init": ["teacher", "scratch"], "kd": [False, True], "seed": [1, 2]},
         "resources": {"cpu": cpus, "gpu": gpus},
         "max_concurrent": 1,
@@ -48,7 +51,7 @@ def grid(base_model: str, dataset: str, data_dir: str | None, workdir: Path, *, 
 
 
 def sweep_overhead(base_model: str, dataset: str, data_dir: str | None, workdir: Path, device: torch.device,
-                   *, max_steps: int = 60, batch_size: int = 32, max_length: int = 128,
+                   *, max_steps: int | None = None, batch_size: int = 32, max_length: int = 128,
                    log=lambda msg: None) -> dict:
     import ray
 
@@ -77,7 +80,9 @@ def sweep_overhead(base_model: str, dataset: str, data_dir: str | None, workdir:
     if not was_running:
         ray.shutdown()
     tracker = Tracker.open(outcome.tracking_uri, spec.experiment)
-    logged = [r.data.metrics.get("train_seconds", float("nan")) for r in tracker.trial_runs(outcome.parent_run_id)]
+    runs = tracker.trial_runs(outcome.parent_run_id)
+    logged = [r.data.metrics.get("train_seconds", float("nan")) for r in runs]
+    steps = sorted({int(r.data.metrics.get("steps", -1)) for r in runs})
 
     log(f"sweep overhead: the same {len(spec.trials)} trials in this process")
     threads = torch.get_num_threads()
@@ -95,8 +100,9 @@ def sweep_overhead(base_model: str, dataset: str, data_dir: str | None, workdir:
     in_process = sum(per_trial)
     return {
         "trials": len(spec.trials), "finished": outcome.finished, "failed": outcome.failed,
-        "max_steps": max_steps, "cpus_per_trial": cpus,
+        "max_steps": max_steps, "steps_per_trial": steps, "cpus_per_trial": cpus,
         "sweep_wall_s": wall, "in_process_s": in_process, "in_process_per_trial_s": per_trial,
         "logged_train_seconds": sum(logged), "overhead": wall / in_process - 1,
+        "overhead_per_trial_s": (wall - in_process) / len(spec.trials),
         "outside_trials_s": wall - sum(logged),
     }

@@ -37,13 +37,15 @@ def render(r: dict) -> str:
         f"{'matmul FLOP/s at its shapes':34s} {_cell(r['matmul']['kdtune_shapes']['flops_per_s'], _si):>28s} "
         f"{_cell(r['matmul']['reference_shapes']['flops_per_s'], _si):>28s}",
         f"{'MFU (real tokens)':34s} {_cell(kd['mfu'], _pct):>28s} {_cell(ref['mfu'], _pct):>28s}",
+        f"{'MFU vs square matmul (median)':34s} {_pct(kd['mfu_vs_square']):>28s} {_pct(ref['mfu_vs_square']):>28s}",
         f"{'padding efficiency (real/padded)':34s} {_pct(kd['padding_efficiency']):>28s} "
         f"{_pct(ref['padding_efficiency']):>28s}",
         f"{'padded tokens per batch':34s} {kd['tokens_per_batch']:>28.0f} {ref['tokens_per_batch']:>28.0f}",
         "",
         f"KD speedup over the reference: {r['speedup']['median']:.2f}x "
         f"[{r['speedup']['min']:.2f}-{r['speedup']['max']:.2f}]",
-        f"square {r['matmul']['square']['size']}^3 matmul: {_cell(r['matmul']['square']['flops_per_s'], _si)} FLOP/s",
+        f"square {r['matmul']['square']['size']}^3 matmul ({r['matmul']['square']['dtype']}): "
+        f"{_cell(r['matmul']['square']['flops_per_s'], _si)} FLOP/s",
         f"peak memory of one trial (build + kdtune training): {r['memory']['mib']:.0f} MiB ({r['memory']['kind']})",
     ]
     if r.get("ablations"):
@@ -55,8 +57,9 @@ def render(r: dict) -> str:
     sw = r.get("sweep")
     if sw:
         lines.append(
-            f"sweep overhead: {sw['trials']} trials of {sw['max_steps']} steps through Ray Tune + MLflow "
-            f"{sw['sweep_wall_s']:.1f} s vs in-process {sw['in_process_s']:.1f} s: {_pct(sw['overhead'])} "
+            f"sweep overhead: {sw['trials']} trials of {'/'.join(map(str, sw['steps_per_trial']))} steps through Ray Tune + MLflow "
+            f"{sw['sweep_wall_s']:.1f} s vs in-process {sw['in_process_s']:.1f} s: {_pct(sw['overhead'])}, "
+            f"{sw['overhead_per_trial_s']:.1f} s per trial "
             f"(logged train_seconds {sw['logged_train_seconds']:.1f} s; outside the trials "
             f"{sw['outside_trials_s']:.1f} s; one run, no repeats)"
         )

@@ -45,20 +45,29 @@ def rate_samples(run_once: Callable[[], float], device: torch.device, repeats: i
                  min_seconds: float = 0.2, warmup: int = 2) -> Spread:
     """Work per second over `repeats` samples; `run_once()` does one unit and returns its work.
 
-    Each sample repeats the unit until at least `min_seconds` pass, so short units are not
-    dominated by timer and launch noise.
+    Each sample runs the unit `n` times back to back and syncs once, with `n` chosen so that a
+    sample lasts about `min_seconds`: short units (a small GEMM on a GPU takes microseconds) are
+    then timed without a device sync between them.
     """
     for _ in range(warmup):
         run_once()
     sync(device)
+    n, elapsed = 1, 0.0
+    while n < 2**20:  # calibrate: double n until a run lasts a tenth of min_seconds
+        start = time.perf_counter()
+        for _ in range(n):
+            run_once()
+        sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds / 10:
+            break
+        n *= 2
+    n = max(1, round(n * min_seconds / max(elapsed, 1e-9)))
     samples = []
     for _ in range(max(1, repeats)):
         work, start = 0.0, time.perf_counter()
-        while True:
+        for _ in range(n):
             work += run_once()
-            sync(device)
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        samples.append(work / elapsed)
+        sync(device)
+        samples.append(work / (time.perf_counter() - start))
     return spread(samples)

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-sweep", action="store_true", help="skip the sweep-overhead measurement")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--reference-steps", type=int, default=3, help="reference steps per timed sample (default: 3)")
-    p.add_argument("--sweep-steps", type=int, default=60, help="training steps of each sweep trial (default: 60)")
+    p.add_argument("--sweep-steps", type=int,
+                   help="training steps of each sweep trial (default: one epoch of the English rows)")
     p.add_argument("--threads", type=int, help="torch threads (default: every CPU available)")
     p.add_argument("--compile", action="store_true", help="torch.compile kdtune's path (minutes of compilation)")
     p.add_argument("--ablations", metavar="LIST", default="",
