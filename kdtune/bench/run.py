@@ -103,6 +103,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
         prepared = prepare(opts.model, opts.dataset, opts.data_dir, workdir, batch_size=opts.batch_size,
                            rows=rows, seed=opts.seed, max_length=opts.pad_to)
         pad_to = prepared.trial.max_length
+        rows = len(prepared.splits["train"])
 
         with peak_memory(device) as peak:
             built = trial_lib.build(prepared.trial, prepared.teacher_dir, splits=prepared.splits)
@@ -131,14 +132,20 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
                                                                                    opts.repeats)
         ablations = {}
         for name in opts.ablations:
-            log(f"fast path without one item: {name}")
+            # Paired: the full path is re-timed right before each variant, so a change in the
+            # machine's load between variants does not masquerade as the item's effect.
+            log(f"fast path without one item: {name} (and the full path again, just before it)")
+            built.student.load_state_dict(student0)
+            seed_everything(opts.seed)
+            full = kdtune_path(built, device, opts.repeats, GROUP_BATCHES, compile=opts.compile)
             built.student.load_state_dict(student0)
             context, variant_built = ablation_variant(name, built, prepared, pad_to)
             seed_everything(opts.seed)
             with context:
                 v = kdtune_path(variant_built, device, opts.repeats, GROUP_BATCHES,
                                 compile=opts.compile or name == "compile")
-            ablations[name] = {**v.to_dict(), "relative_throughput": v.examples_per_s.median / kd.examples_per_s.median}
+            ablations[name] = {**v.to_dict(), "full_path_examples_per_s": full.examples_per_s.to_dict(),
+                               "relative_throughput": v.examples_per_s.median / full.examples_per_s.median}
         del built, student0
 
         result["setup"] = {

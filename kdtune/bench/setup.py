@@ -64,7 +64,8 @@ def parse_model(model: str) -> tuple[str, str]:
 
 
 def sample_splits(splits, rows: int, eval_rows: int, seed: int):
-    """Seeded samples of every split: `rows` training rows, `eval_rows` of validation and test.
+    """Seeded samples of every split: `rows` training rows (all, if fewer), `eval_rows` of
+    validation and test.
 
     Every language keeps at least one row per split (`kdtune.inputs` selects the trial's
     languages and refuses a missing one): each language gets an equal share, the remainder is
@@ -91,9 +92,7 @@ def sample_splits(splits, rows: int, eval_rows: int, seed: int):
         chosen = np.concatenate([chosen, rng.choice(rest, n - len(chosen), replace=False)])
         return ds.select(np.sort(chosen))
 
-    if len(splits["train"]) < rows:
-        raise UsageError(f"the training split has {len(splits['train'])} rows, the bench needs {rows}; "
-                         "lower --batch-size")
+    rows = min(rows, len(splits["train"]))  # a small dataset (synthetic): all of it
     return DatasetDict(train=pick(splits["train"], rows), validation=pick(splits["validation"], eval_rows),
                        test=pick(splits["test"], eval_rows))
 

@@ -49,11 +49,11 @@ def render(r: dict) -> str:
         f"peak memory of one trial (build + kdtune training): {r['memory']['mib']:.0f} MiB ({r['memory']['kind']})",
     ]
     if r.get("ablations"):
-        lines += ["", f"fast path, one item switched off (kdtune path re-timed; full path = {kd['examples_per_s']['median']:.1f} examples/s):",
-                  f"{'variant':24s} {'examples/s':>26s} {'vs full path':>12s} {'padding eff.':>12s}"]
+        lines += ["", "fast path, one item switched off (kdtune path re-timed, paired with a full-path run just before):",
+                  f"{'variant':20s} {'examples/s':>24s} {'full path, paired':>24s} {'ratio':>6s} {'pad. eff.':>9s}"]
         for name, a in r["ablations"].items():
-            lines.append(f"{name:24s} {_cell(a['examples_per_s']):>26s} {a['relative_throughput']:>11.2f}x "
-                         f"{_pct(a['padding_efficiency']):>12s}")
+            lines.append(f"{name:20s} {_cell(a['examples_per_s']):>24s} {_cell(a['full_path_examples_per_s']):>24s} "
+                         f"{a['relative_throughput']:>5.2f}x {_pct(a['padding_efficiency']):>9s}")
     sw = r.get("sweep")
     if sw:
         lines.append(

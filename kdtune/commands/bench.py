@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile kdtune's path (minutes of compilation)")
     p.add_argument("--ablations", metavar="LIST", default="",
                    help="re-time kdtune's path with one fast-path item off, for each item of a comma list "
-                        "(or 'all': every item but compile); see kdtune.bench.ablations")
+                        "('all': every item but compile, e.g. all,compile); see kdtune.bench.ablations")
     p.add_argument("--gpu-check", action="store_true",
                    help="CUDA check: random-init tiny and xlm-r-base-sized models, no sweep, 3 repeats")
 
@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
     from kdtune.bench.ablations import DEFAULT
 
-    ablations = tuple(DEFAULT) if args.ablations == "all" else tuple(a for a in args.ablations.split(",") if a)
-    base = dict(ablations=ablations, dataset=args.dataset, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size,
+    ablations: list[str] = []
+    for item in filter(None, args.ablations.split(",")):
+        ablations += [a for a in (DEFAULT if item == "all" else (item,)) if a not in ablations]
+    base = dict(ablations=tuple(ablations), dataset=args.dataset, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size,
                 repeats=args.repeats, reference_steps=args.reference_steps, skip_sweep=args.skip_sweep,
                 sweep_steps=args.sweep_steps, threads=args.threads, compile=args.compile)
     if args.gpu_check:
