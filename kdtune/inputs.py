@@ -52,8 +52,10 @@ def build_inputs(
     max_length: int,
     group_by_length: bool = True,
     eval_batch_size: int | None = None,
+    languages: str = "all",
 ) -> Inputs:
-    train_langs = data.languages(dataset, _partition(train_partition))
+    within = _partition(languages)
+    train_langs = data.languages(dataset, _partition(train_partition), within)
     train = data.select_languages(splits["train"], train_langs)
     if fraction < 1.0:
         train = data.stratified_fraction(train, fraction, seed)
@@ -69,7 +71,7 @@ def build_inputs(
     val = eval_set(data.select_languages(splits["validation"], train_langs), tokenizer, max_length, eval_bs)
     test = None
     if eval_partition is not None:
-        test_langs = data.languages(dataset, _partition(eval_partition))
+        test_langs = data.languages(dataset, _partition(eval_partition), within)
         test = eval_set(data.select_languages(splits["test"], test_langs), tokenizer, max_length, eval_bs)
     return Inputs(train_loader, val, test, label_names(splits), len(train))
 

@@ -81,12 +81,15 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
     for t in spec.trials:
         if t.data_dir is not None and not Path(t.data_dir).is_dir():
             raise UsageError(f"{where}: data_dir: {t.data_dir} is not a folder")
-        for key in ("train_partition", "eval_partition", "teacher_partition"):
+        def split(value: str):
+            return value if value in PARTITIONS else value.split(",")
+
+        for key in ("languages", "train_partition", "eval_partition", "teacher_partition"):
             value = getattr(t, key)
             if value is None:
                 continue
             try:
-                data.languages(t.dataset, value if value in PARTITIONS else value.split(","))
+                data.languages(t.dataset, split(value), None if key == "languages" else split(t.languages))
             except UsageError as exc:
                 raise UsageError(f"{where}: {key}: {exc}") from None
     for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials}.values():

@@ -92,7 +92,7 @@ def fine_tune(trial: TrialConfig, out: Path, log: Callable[[str], None] = print,
             splits, trial.dataset, tokenizer,
             train_partition=trial.resolved_teacher_partition, eval_partition=None, fraction=1.0,
             seed=seed, batch_size=trial.teacher_batch_size, max_length=trial.max_length,
-            group_by_length=trial.group_by_length,
+            group_by_length=trial.group_by_length, languages=trial.languages,
         )
         names = inputs.label_names
         model = AutoModelForSequenceClassification.from_pretrained(

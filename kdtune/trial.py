@@ -68,6 +68,7 @@ def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
         splits, trial.dataset, tokenizer, train_partition=trial.train_partition,
         eval_partition=trial.eval_partition, fraction=trial.fraction, seed=trial.seed,
         batch_size=trial.batch_size, max_length=trial.max_length, group_by_length=trial.group_by_length,
+        languages=trial.languages,
     )
     teacher = load_teacher(teacher_dir)
     base = None

@@ -78,3 +78,23 @@ def test_cli_partition_errors(capsys):
     assert main(["data", "--dataset", "wiki"]) == 2
     err = capsys.readouterr().err
     assert err == "kdtune: error: unknown dataset 'wiki'; choose one of massive, tsm, synthetic\n"
+
+
+def test_partitions_inside_a_language_subset():
+    subset = ["en-US", "de-DE", "ru-RU", "it-IT", "nl-NL", "pl-PL"]
+    # Independent: Table 1's unseen list (copied above) split this subset by hand.
+    assert data.languages("massive", "all", subset) == sorted(subset)
+    assert data.languages("massive", "seen", subset) == ["de-DE", "en-US", "ru-RU"]
+    assert data.languages("massive", "unseen", subset) == ["it-IT", "nl-NL", "pl-PL"]
+    assert set(data.languages("massive", "unseen", subset)) <= set(TABLE1_MASSIVE_UNSEEN)
+    assert data.languages("massive", "english", "de-DE,en-US") == ["en-US"]
+    assert data.languages("massive", "pl-PL,en-US", subset) == ["pl-PL", "en-US"]
+    assert data.languages("tsm", "seen", "all") == data.languages("tsm", "seen")
+    with pytest.raises(UsageError, match="partition 'unseen' of massive has no languages within languages de-DE,en-US"):
+        data.languages("massive", "unseen", "de-DE,en-US")
+    with pytest.raises(UsageError, match="partition 'english' of tsm has no languages within"):
+        data.languages("tsm", "english", ["german"])
+    with pytest.raises(UsageError, match="language.s. fr-FR of massive not within languages en-US,de-DE"):
+        data.languages("massive", ["en-US", "fr-FR"], ["en-US", "de-DE"])
+    with pytest.raises(UsageError, match="unknown partition or language 'xx-XX'"):
+        data.languages("massive", "all", ["en-US", "xx-XX"])

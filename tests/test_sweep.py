@@ -165,3 +165,22 @@ def test_the_demo_sweep_file_runs_end_to_end(env, tmp_path):
     assert {(r.data.params["init"], r.data.params["kd"]) for r in children} == {
         (i, k) for i in ("teacher", "base", "scratch") for k in ("True", "False")}
     assert all("test_f1" in r.data.metrics and r.data.params["dataset"] == "synthetic" for r in children)
+
+
+def test_build_inputs_takes_partitions_inside_the_languages_subset(env, first_run, shared_data):  # noqa: ARG001
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from kdtune.inputs import build_inputs, load_splits
+
+    teacher = next(p.parent for p in (env["store"] / "teachers").glob("*/teacher.json"))
+    tok = AutoTokenizer.from_pretrained(teacher)
+    splits = load_splits("tsm", str(shared_data))
+    inputs = build_inputs(splits, "tsm", tok, train_partition="seen", eval_partition="unseen", fraction=1.0,
+                          seed=1, batch_size=64, max_length=48, languages="english,french,arabic")
+    # seen inside {english, french, arabic} = english; unseen = arabic, french (paper Table 1)
+    assert inputs.train_rows == Counter(splits["train"]["language"])["english"]
+    assert set(inputs.validation.languages) == {"english"}
+    assert Counter(inputs.test.languages) == {lang: n for lang, n in Counter(splits["test"]["language"]).items()
+                                              if lang in ("arabic", "french")}

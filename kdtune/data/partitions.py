@@ -5,6 +5,10 @@ list), "seen" (all minus unseen) and "english" (en-US / english). `languages()` 
 partition sorted alphabetically; an explicit list (or a comma-separated string) of languages is
 validated and returned in the order given, without duplicates.
 
+`within` narrows the dataset to a subset of its languages (a trial's `languages`, for a cheaper
+experiment): the named partitions are then taken inside it ("seen" = the subset minus Table 1's
+unseen languages, and so on), and an explicit list must lie inside it.
+
 | dataset   | all | seen | unseen                                   | english |
 |-----------|-----|------|------------------------------------------|---------|
 | massive   | 52  | 25   | 27 (Table 1, incl. ca-ES)                | en-US   |
@@ -31,20 +35,25 @@ def all_languages(dataset: str) -> tuple[str, ...]:
     return tuple(getattr(module, "LOCALES", None) or module.LANGUAGES)
 
 
-def languages(dataset: str, partition: str | Sequence[str]) -> list[str]:
-    """The languages of a named partition, or the validated explicit list."""
+def languages(dataset: str, partition: str | Sequence[str], within: str | Sequence[str] | None = None) -> list[str]:
+    """The languages of a named partition, or the validated explicit list, inside `within`."""
     every = all_languages(dataset)
     module = _MODULES[dataset]
+    universe = every if within is None or within == "all" else languages(dataset, within)
+    inside = "" if universe is every else f" within languages {','.join(universe)}"
     if isinstance(partition, str):
         name = partition.strip()
-        if name == "all":
-            return sorted(every)
-        if name == "unseen":
-            return sorted(module.UNSEEN)
-        if name == "seen":
-            return sorted(set(every) - set(module.UNSEEN))
-        if name == "english":
-            return list(module.ENGLISH)
+        named = {
+            "all": lambda: sorted(universe),
+            "unseen": lambda: sorted(set(universe) & set(module.UNSEEN)),
+            "seen": lambda: sorted(set(universe) - set(module.UNSEEN)),
+            "english": lambda: [lang for lang in module.ENGLISH if lang in universe],
+        }
+        if name in named:
+            chosen = named[name]()
+            if not chosen:
+                raise UsageError(f"partition {name!r} of {dataset} has no languages{inside}")
+            return chosen
         requested = [part.strip() for part in name.split(",") if part.strip()]
     else:
         requested = [str(part).strip() for part in partition]
@@ -56,6 +65,9 @@ def languages(dataset: str, partition: str | Sequence[str]) -> list[str]:
             f"unknown partition or language {', '.join(map(repr, unknown))} for {dataset}; "
             f"partitions: {', '.join(PARTITIONS)}; languages: {', '.join(every)}"
         )
+    outside = [lang for lang in requested if lang not in universe]
+    if outside:
+        raise UsageError(f"language(s) {', '.join(outside)} of {dataset} not{inside}")
     return list(dict.fromkeys(requested))
 
 
