@@ -228,3 +228,24 @@ def test_png_skipped_with_a_warning_without_matplotlib(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.png"))
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "![" not in text and "matplotlib is missing" in text
+
+
+def test_tables_use_the_largest_fraction_run_and_note_a_reduced_dataset():
+    # A scaled-down reproduction: tables at 10% of a 6-locale subset, Figure 2 points below it.
+    sub = "en-US,de-DE,ru-RU,it-IT,nl-NL,pl-PL"
+    runs = [rec(fraction=f, languages=sub, test_f1=score, seed=s)
+            for f, score in ((0.1, 0.6), (0.05, 0.4), (0.01, 0.2)) for s in (1, 2)]
+    runs.append(rec(dataset="tsm", fraction=0.25, test_f1=0.5))
+    t2 = table2(runs)
+    assert t2.n_runs == 3  # 2 massive runs at 10%, 1 tsm run at 25%
+    assert t2.cell(("teacher", "6", "768"), "massive", True).values == pytest.approx((60.0, 60.0))
+    assert t2.cell(("teacher", "6", "768"), "tsm", True).mean == pytest.approx(50.0)
+    notes = " ".join(t2.notes)
+    assert f"massive: languages {sub}; training data 10% of those rows." in notes
+    assert "tsm: training data 25% of those rows." in notes
+    t5 = table5(runs + [rec(epochs=0, fraction=0.1, languages=sub, test_f1=0.3)])
+    assert t5.cell(("with_finetune",), "massive", None).values == pytest.approx((60.0, 60.0))
+    # the paper's own sweeps: fraction 1.0 wins over fig2's smaller fractions, and no note
+    full = table2([rec(fraction=1.0, test_f1=0.8), rec(fraction=0.2, test_f1=0.1)])
+    assert full.cell(("teacher", "6", "768"), "massive", True).values == pytest.approx((80.0,))
+    assert not any("training data" in n for n in full.notes)

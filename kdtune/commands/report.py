@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma list of md, csv, png (default: all)")
     parser.add_argument("--languages", default=None, metavar="KEY=VALUE,...",
                         help="run group for the per-language table, over the default "
-                             "kd=True,train_partition=all,eval_partition=all,teacher_partition=all,fraction=1.0")
+                             "kd=True,train_partition=all,eval_partition=all,teacher_partition=all "
+                             "(and the largest data fraction run, unless fraction=F is given)")
     parser.add_argument("--no-log-artifacts", action="store_true",
                         help="do not log the report folder to the sweep's parent run")
 

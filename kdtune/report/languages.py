@@ -1,8 +1,8 @@
 """Per-language test macro-F1 of one run group: which languages gain most from copying weights.
 
 The group is chosen by a filter on params (default: the paper's Table 2 setting with KD: train,
-test and teacher data all languages, full training data, epochs > 0) and restricted to full-width
-students. Per dataset: languages are rows (from the `test_f1/<language>` metrics), inits are
+test and teacher data all languages, the largest training-data fraction run, epochs > 0) and
+restricted to full-width students. Per dataset: languages are rows (from the `test_f1/<language>` metrics), inits are
 columns, each value the mean over seeds in percent; `gain` = from-teacher minus from-scratch (or
 minus from-base when no scratch run exists), in points. The top languages by gain are marked.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from kdtune.errors import UsageError
 from kdtune.report.records import (
+    at_largest_fraction,
     group_by,
     init_sort_key,
     is_trained,
@@ -31,8 +32,7 @@ DEFAULT_FILTER = {
     "train_partition": "all",
     "eval_partition": "all",
     "teacher_partition": "all",
-    "fraction": "1.0",
-}
+}  # and, unless the filter names a fraction, the largest fraction run (as the tables)
 
 
 @dataclass
@@ -106,6 +106,8 @@ def language_tables(trials: list[TrialRecord], filter_: dict[str, str]) -> list[
         and all(_matches(r, k, v) for k, v in filter_.items())
         and any(k.startswith(LANG_PREFIX) for k in r.metrics)
     ]
+    if "fraction" not in filter_:
+        sel = at_largest_fraction(sel)
     out = []
     for (dataset,), runs in sorted(group_by(only_full_width(sel), lambda r: (param(r, "dataset") or "?",)).items()):
         inits = sorted({param(r, "init") or "?" for r in runs}, key=init_sort_key)

@@ -83,9 +83,40 @@ def dataset_order(datasets: Iterable[str], always: Iterable[str] = ()) -> list[s
     return paper + sorted(names - set(paper))
 
 
-def is_full_fraction(rec: TrialRecord) -> bool:
-    fraction = param_float(rec, "fraction")
-    return fraction is not None and math.isclose(fraction, 1.0)
+def at_largest_fraction(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Per dataset, the runs at the largest training-data fraction among `records`.
+
+    The paper's tables use all the training data (fraction 1.0, the largest any sweep can run);
+    a scaled-down reproduction runs its tables at a smaller fraction, and its Figure 2 points
+    below it, so "the largest fraction run" is the table's data in both cases.
+    """
+    largest: dict[str, float] = {}
+    for rec in records:
+        fraction, dataset = param_float(rec, "fraction"), param(rec, "dataset") or ""
+        if fraction is not None:
+            largest[dataset] = max(fraction, largest.get(dataset, fraction))
+    return [
+        r for r in records
+        if param_float(r, "fraction") is not None
+        and math.isclose(param_float(r, "fraction"), largest[param(r, "dataset") or ""])
+    ]
+
+
+def data_notes(records: list[TrialRecord]) -> list[str]:
+    """One note per dataset whose runs use less than all its languages or all its rows."""
+    notes = []
+    for dataset in dataset_order({param(r, "dataset") or "?" for r in records}):
+        runs = [r for r in records if (param(r, "dataset") or "?") == dataset]
+        fractions = sorted({param_float(r, "fraction") for r in runs} - {None})
+        languages = sorted({param(r, "languages") or "all" for r in runs})
+        parts = []
+        if languages != ["all"]:
+            parts.append("languages " + " | ".join(languages))
+        if fractions and not (len(fractions) == 1 and math.isclose(fractions[0], 1.0)):
+            parts.append("training data " + ", ".join(f"{100 * f:g}%" for f in fractions) + " of those rows")
+        if parts:
+            notes.append(f"{dataset}: " + "; ".join(parts) + ".")
+    return notes
 
 
 def is_trained(rec: TrialRecord) -> bool:

@@ -39,7 +39,8 @@ from kdtune.report.records import (
     group_by,
     init_label,
     init_sort_key,
-    is_full_fraction,
+    at_largest_fraction,
+    data_notes,
     is_trained,
     only_full_width,
     param,
@@ -182,15 +183,15 @@ PAPER_WIDTH = {768: "full", 384: "half"}
 
 
 def table2(trials: list[TrialRecord]) -> Table:
-    sel = [
-        r for r in trials if setup_matches(r, "all", "all", "all") and is_full_fraction(r) and is_trained(r)
-        and hidden_of(r) is not None
-    ]
+    sel = at_largest_fraction([
+        r for r in trials if setup_matches(r, "all", "all", "all") and is_trained(r) and hidden_of(r) is not None
+    ])
     columns = _columns(sel, with_kd=True)
     table = Table(
         name="table2",
         title="Table 2: model initialization with and without KD",
-        selection="train, test and teacher data: all languages; full training data; epochs > 0",
+        selection="train, test and teacher data: all languages; the largest training-data fraction run "
+        "(100% in the paper's sweeps); epochs > 0",
         row_header=("Model initialization", "Layers", "Hidden"),
         row_keys=("init", "layers", "hidden"),
         columns=columns,
@@ -263,7 +264,7 @@ def table2(trials: list[TrialRecord]) -> Table:
     if any(hidden_of(r) == TEACHER_WIDTH for r in sel) or any(layers_of(r) is None for r in sel):
         table.notes.append("'= teacher' / '½ teacher': the sweep left hidden / layers unset (the teacher's "
                            "hidden size, half the teacher's layers).")
-    table.notes += [n for n in [_teacher_note(sel)] if n] + cells.notes()
+    table.notes += data_notes(sel) + [n for n in [_teacher_note(sel)] if n] + cells.notes()
     return table
 
 
@@ -296,23 +297,19 @@ def _init_train_table(
         table.rows.append(Row(labels=labels_of(key), keys=tuple(str(k) for k in key), cells=row_cells))
     if sel:
         table.notes.append("Full-width students only (the widest hidden size run for each dataset).")
-    table.notes += [n for n in [_teacher_note(sel)] if n] + cells.notes()
+    table.notes += data_notes(sel) + [n for n in [_teacher_note(sel)] if n] + cells.notes()
     return table
 
 
 def table3(trials: list[TrialRecord]) -> Table:
-    sel = only_full_width(
-        [
-            r
-            for r in trials
-            if setup_matches(r, {"seen", "english"}, "unseen", "seen") and is_full_fraction(r) and is_trained(r)
-        ]
-    )
+    sel = only_full_width(at_largest_fraction(
+        [r for r in trials if setup_matches(r, {"seen", "english"}, "unseen", "seen") and is_trained(r)]
+    ))
     return _init_train_table(
         "table3",
         "Table 3: zero-shot cross-lingual transfer (teacher trained on seen languages)",
         "teacher data: seen lang; student training data: seen lang or english; test: unseen lang; "
-        "full training data; epochs > 0",
+        "largest training-data fraction run; epochs > 0",
         sel,
         with_kd=True,
         row_header=("Model initialization", "Training data", "Test data"),
@@ -324,20 +321,17 @@ def table3(trials: list[TrialRecord]) -> Table:
 
 
 def table4(trials: list[TrialRecord]) -> Table:
-    sel = only_full_width(
+    sel = only_full_width(at_largest_fraction(
         [
             r
             for r in trials
-            if setup_matches(r, "english", "unseen", "english")
-            and param_bool(r, "kd") is True
-            and is_full_fraction(r)
-            and is_trained(r)
+            if setup_matches(r, "english", "unseen", "english") and param_bool(r, "kd") is True and is_trained(r)
         ]
-    )
+    ))
     return _init_train_table(
         "table4",
         "Table 4: teacher and students trained on english only, with KD",
-        "teacher and student training data: english; test: unseen lang; KD; full training data; epochs > 0",
+        "teacher and student training data: english; test: unseen lang; KD; largest training-data fraction run; epochs > 0",
         sel,
         with_kd=False,
         row_header=("Model initialization",),
@@ -359,11 +353,9 @@ def table5(trials: list[TrialRecord]) -> Table:
         and param(r, "eval_partition") == "all"
         and teacher_partition(r) == "all"
     ]
-    finetuned = [
-        r
-        for r in base
-        if is_trained(r) and param_bool(r, "kd") is True and param(r, "train_partition") == "all" and is_full_fraction(r)
-    ]
+    finetuned = at_largest_fraction(
+        [r for r in base if is_trained(r) and param_bool(r, "kd") is True and param(r, "train_partition") == "all"]
+    )
     copied = [r for r in base if is_copy_only(r)]
     widest = full_width(finetuned + copied)
 
@@ -376,7 +368,7 @@ def table5(trials: list[TrialRecord]) -> Table:
         name="table5",
         title="Table 5: copying the teacher's weights, without and with fine-tuning",
         selection="from-teacher full-width students; teacher and test data: all languages; "
-        "With Finetune: KD, epochs > 0, full training data; Without Finetune: epochs = 0 (copy only)",
+        "With Finetune: KD, epochs > 0, largest training-data fraction run; Without Finetune: epochs = 0 (copy only)",
         row_header=("Training method",),
         row_keys=("method",),
         columns=columns,
@@ -395,7 +387,7 @@ def table5(trials: list[TrialRecord]) -> Table:
     table.notes.append(
         "Random Score is the paper's (all predictions = the majority class); kdtune does not compute it."
     )
-    table.notes += cells.notes()
+    table.notes += data_notes(finetuned + copied) + cells.notes()
     return table
 
 
