@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from kdtune.cli import main
-from kdtune.config import TrialConfig, load_sweep, make_trial
+from kdtune.config import TrialConfig, load_sweep, make_trial, stable_hash
 from kdtune.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_COUNTS = {"table2": 72, "table3": 72, "table4": 18, "table5": 2, "fig2": 45}
+PAPER_COUNTS = {"table2": 72, "table3": 72, "table4": 18, "table5": 2, "fig2": 45,
+                "tiny-table2": 72, "tiny-table3": 72, "tiny-table5": 2, "tiny-fig2": 27}
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -100,3 +101,29 @@ def test_bad_yaml_is_one_line_naming_file_and_key(tmp_path, text, needle):
         load_sweep(path)
     msg = str(err.value)
     assert needle in msg and str(path) in msg and "\n" not in msg
+
+
+def test_languages_field_narrows_the_data_and_keeps_old_hashes(tmp_path):
+    base = make_trial({"dataset": "massive", "seed": 2})
+    same = make_trial({"dataset": "massive", "seed": 2, "languages": "all"})
+    sub = make_trial({"dataset": "massive", "seed": 2, "languages": ["en-US", "de-DE"]})
+    assert sub.languages == "en-US,de-DE"  # a YAML list becomes a readable comma list
+    # Trials from before the field existed keep their hash: the hash of the same dict without it.
+    legacy = {k: v for k, v in base.to_dict().items() if k not in ("data_dir", "save_model", "compile", "languages")}
+    assert same.config_hash == base.config_hash == stable_hash(legacy)
+    assert sub.config_hash != base.config_hash
+    assert sub.teacher_key != base.teacher_key and "languages" not in base.teacher_fields()
+    path = write(tmp_path, "fixed: {dataset: massive, languages: [en-US, de-DE], eval_partition: unseen}\n")
+    with pytest.raises(UsageError, match="eval_partition: partition 'unseen' of massive has no languages within"):
+        preflight_partitions(path)
+    path = write(tmp_path, "fixed: {dataset: tsm, languages: [english, klingon]}\n")
+    with pytest.raises(UsageError, match="languages: unknown partition or language 'klingon'"):
+        preflight_partitions(path)
+
+
+def preflight_partitions(path):
+    """The sweep's language checks (the part of preflight that needs no store or Ray)."""
+    from kdtune.sweep import preflight
+
+    spec = load_sweep(path)
+    preflight(spec, store=Path(path).parent, tracking_uri="sqlite:///" + str(Path(path).parent / "x.db"), address=None)
