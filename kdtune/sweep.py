@@ -270,7 +270,9 @@ def prepare_presets(trials: list[TrialConfig], say: Callable) -> None:
         say(f"  preset ready: {path}" + (f" (MLM loss {start:.2f} -> {end:.2f})" if start and end else ""))
 
 
-def train_teachers(trials: list[TrialConfig], store: Path, tracker, spec: SweepSpec, say: Callable) -> None:
+def train_teachers(
+    trials: list[TrialConfig], store: Path, tracker, spec: SweepSpec, say: Callable, progress_every_s: float = 60.0
+) -> None:
     """Fine-tune every teacher the trials need and the store lacks: in parallel, once each."""
     import ray
 
@@ -283,18 +285,47 @@ def train_teachers(trials: list[TrialConfig], store: Path, tracker, spec: SweepS
     if not needed:
         return
     say(f"  training {len(needed)} teacher(s) first")
+    # A teacher trains for minutes to hours: its task posts one status line to this actor (works
+    # across nodes), and the driver prints what changed every `progress_every_s` while waiting.
+    board = ray.remote(num_cpus=0)(ProgressBoard).remote()
     task = ray.remote(_teacher_task).options(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
-    refs = {key: task.remote(t.to_dict(), str(store), spec.resources.cpu, tracker, spec.name)
-            for key, t in needed.items()}
-    for key, ref in refs.items():
-        info = ray.get(ref)
-        if info is None:  # the store had it by the time the task ran (another process trained it)
-            continue
-        say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']}, "
-            f"{info['train_seconds']:.0f} s)")
+    pending = {task.remote(t.to_dict(), str(store), spec.resources.cpu, tracker, spec.name, board): key
+               for key, t in needed.items()}
+    shown: dict[str, str] = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=progress_every_s)
+        for ref in done:
+            key = pending.pop(ref)
+            info = ray.get(ref)
+            if info is None:  # the store had it by the time the task ran (another process trained it)
+                continue
+            say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']}, "
+                f"{info['train_seconds']:.0f} s)")
+        if not done:
+            lines = ray.get(board.lines.remote())
+            for key in sorted(set(pending.values()) & set(lines)):
+                if shown.get(key) != lines[key]:
+                    shown[key] = lines[key]
+                    say(f"  {lines[key]}")
+    ray.kill(board)
 
 
-def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str):
+class ProgressBoard:
+    """The latest status line per teacher key (a Ray actor in `train_teachers`)."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, str] = {}
+
+    def post(self, key: str, line: str) -> None:
+        self._lines[key] = line
+
+    def lines(self) -> dict[str, str]:
+        return dict(self._lines)
+
+
+def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str, board=None):
+    import time
+
     import torch
 
     from kdtune.config import make_trial
@@ -309,7 +340,14 @@ def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str
         got.update(info)
         log_teacher(tracker, trial.teacher_key, info, folder, sweep)
 
-    ensure_teacher(trial, store, on_trained=on_trained, log=lambda m: None)
+    posted = [0.0]
+
+    def progress(line: str) -> None:
+        if board is not None and time.monotonic() - posted[0] >= 5:  # one actor call per 5 s at most
+            posted[0] = time.monotonic()
+            board.post.remote(trial.teacher_key, line)
+
+    ensure_teacher(trial, store, on_trained=on_trained, log=lambda m: None, progress=progress)
     return got or None
 
 

@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from kdtune.config import TrialConfig
 from kdtune.inputs import build_inputs, load_splits
-from kdtune.train import Callbacks, TrainSettings, evaluate, pick_device, seed_everything, train
+from kdtune.train import Callbacks, TrainSettings, evaluate, pick_device, seed_everything, total_steps, train
 
 DONE = "teacher.json"
 
@@ -44,6 +44,7 @@ def ensure_teacher(
     log: Callable[[str], None] = print,
     device: torch.device | None = None,
     fetch: Callable[[Path], bool] | None = None,
+    progress: Callable[[str], None] = lambda line: None,
 ) -> Path:
     """Return the folder of the trial's teacher, fine-tuning it first if no complete one exists.
 
@@ -65,15 +66,25 @@ def ensure_teacher(
             os.replace(tmp, path)
             return path
         shutil.rmtree(tmp, ignore_errors=True)
-        info = fine_tune(trial, tmp, log=log, device=device)
+        info = fine_tune(trial, tmp, log=log, device=device, progress=progress)
         os.replace(tmp, path)
         if on_trained:
             on_trained(info, path)
     return path
 
 
-def fine_tune(trial: TrialConfig, out: Path, log: Callable[[str], None] = print, device=None) -> dict:
-    """Fine-tune the base model on the teacher's languages for each seed; save the best."""
+def fine_tune(
+    trial: TrialConfig,
+    out: Path,
+    log: Callable[[str], None] = print,
+    device=None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> dict:
+    """Fine-tune the base model on the teacher's languages for each seed; save the best.
+
+    `progress(line)` gets a one-line status at every log step and evaluation (for a driver that
+    shows how far a long teacher has got; the sweep throttles it).
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -106,7 +117,20 @@ def fine_tune(trial: TrialConfig, out: Path, log: Callable[[str], None] = print,
             precision=trial.precision,
         )
         losses: list[tuple[int, float]] = []
-        cb = Callbacks(on_log=lambda step, logs: losses.append((step, logs["total"])))
+        n_steps = total_steps(settings, len(inputs.train_loader(0)))
+        where = f"teacher {trial.teacher_key} seed {seed}"
+
+        val_f1: list[float] = []
+
+        def on_log(step: int, logs: dict, where=where, n_steps=n_steps, losses=losses, val_f1=val_f1) -> None:
+            losses.append((step, logs["total"]))
+            last = f", last val F1 {val_f1[-1]:.4f}" if val_f1 else ""
+            progress(f"{where}: step {step}/{n_steps}, train loss {logs['total']:.4f}{last}")
+
+        def on_eval(step: int, metrics: dict, state, val_f1=val_f1) -> None:
+            val_f1.append(metrics["f1"])
+
+        cb = Callbacks(on_log=on_log, on_eval=on_eval)
         result = train(model, inputs.train_loader, inputs.validation.loader, settings, device, callbacks=cb)
         log(f"teacher {trial.teacher_key} seed {seed}: best val F1 {result.best_f1:.4f} at step {result.best_step}")
         seeds.append({"seed": seed, "best_val_f1": result.best_f1, "best_step": result.best_step,

@@ -59,9 +59,17 @@ def test_a_half_written_teacher_is_detected_and_rebuilt(tmp_path, kdtune_cache):
     leftover = path.with_name(f".{path.name}.tmp-999999")
     leftover.mkdir()
     (leftover / "junk").write_text("x")
-    trained = []
-    got = ensure_teacher(trial, tmp_path, on_trained=lambda info, f: trained.append(info), log=lambda m: None)
+    trained, lines = [], []
+    got = ensure_teacher(trial, tmp_path, on_trained=lambda info, f: trained.append(info), log=lambda m: None,
+                         progress=lines.append)
     assert got == path and is_complete(path) and len(trained) == 1
+    # progress: one line per log step (log_steps 5, teacher_max_steps 10); the only evaluation is
+    # at step 10, after that step's line, so no line carries a val F1 yet.
+    where = f"teacher {trial.teacher_key} seed 1"
+    assert lines[0].startswith(f"{where}: step 5/10, train loss ") and "val F1" not in lines[0]
+    assert lines[-1].startswith(f"{where}: step 10/10, train loss ")
+    losses = [loss for _, loss in trained[0]["seeds"][0]["train_loss"]]
+    assert [float(line.split("train loss ")[1].split(",")[0]) for line in lines] == pytest.approx(losses, abs=1e-4)
     assert json.loads((path / "teacher.json").read_text())["key"] == trial.teacher_key
     from transformers import AutoModelForSequenceClassification
 

@@ -184,3 +184,23 @@ def test_build_inputs_takes_partitions_inside_the_languages_subset(env, first_ru
     assert set(inputs.validation.languages) == {"english"}
     assert Counter(inputs.test.languages) == {lang: n for lang, n in Counter(splits["test"]["language"]).items()
                                               if lang in ("arabic", "french")}
+
+
+def test_the_driver_shows_teacher_progress_while_it_waits(env, first_run):  # noqa: ARG001
+    from kdtune.config import load_sweep
+    from kdtune.sweep import train_teachers
+    from kdtune.teachers import is_complete, teacher_path
+    from kdtune.tracking.runs import Tracker
+
+    # A teacher the store lacks (other max steps); posts at most every 5 s, read every 0.2 s.
+    spec = load_sweep(env["sweep"], ["fixed.teacher_max_steps=240", "fixed.teacher_eval_steps=120"])
+    said: list[str] = []
+    train_teachers(spec.trials, env["store"], Tracker.open(env["uri"], spec.experiment), spec, said.append,
+                   progress_every_s=0.2)
+    key = spec.trials[0].teacher_key
+    assert is_complete(teacher_path(env["store"], key))
+    progress = [line for line in said if line.startswith(f"  teacher {key} seed 1: step ")]
+    assert progress, said  # 240 steps of the micro model take well over 5 s on 2 cores
+    steps = [int(line.split(": step ")[1].split("/")[0]) for line in progress]
+    assert steps == sorted(set(steps)) and all(line.split("/")[1].startswith("240, train loss") for line in progress)
+    assert said[-1].startswith(f"  teacher {key}: best val F1 ")
