@@ -230,22 +230,26 @@ def test_png_skipped_with_a_warning_without_matplotlib(tmp_path, monkeypatch):
     assert "![" not in text and "matplotlib is missing" in text
 
 
-def test_tables_use_the_largest_fraction_run_and_note_a_reduced_dataset():
+def test_tables_use_the_fraction_most_runs_use_and_note_a_reduced_dataset():
     # A scaled-down reproduction: tables at 10% of a 6-locale subset, Figure 2 points below it.
     sub = "en-US,de-DE,ru-RU,it-IT,nl-NL,pl-PL"
-    runs = [rec(fraction=f, languages=sub, test_f1=score, seed=s)
-            for f, score in ((0.1, 0.6), (0.05, 0.4), (0.01, 0.2)) for s in (1, 2)]
+    # Table runs at 10 % (two widths x two seeds), Figure 2 runs at 5 % and at 20 % (one cell each).
+    runs = [rec(fraction=0.1, languages=sub, test_f1=0.6 if hidden == 768 else 0.5, seed=s, hidden=hidden)
+            for hidden in (768, 384) for s in (1, 2)]
+    runs += [rec(fraction=f, languages=sub, test_f1=score, seed=s) for f, score in ((0.05, 0.4), (0.2, 0.9))
+             for s in (1, 2)]
     runs.append(rec(dataset="tsm", fraction=0.25, test_f1=0.5))
     t2 = table2(runs)
-    assert t2.n_runs == 3  # 2 massive runs at 10%, 1 tsm run at 25%
+    assert t2.n_runs == 5  # the 4 massive runs at 10 % (the fraction most runs use), 1 tsm run at 25 %
     assert t2.cell(("teacher", "6", "768"), "massive", True).values == pytest.approx((60.0, 60.0))
     assert t2.cell(("teacher", "6", "768"), "tsm", True).mean == pytest.approx(50.0)
     notes = " ".join(t2.notes)
+    assert t2.cell(("teacher", "6", "384"), "massive", True).values == pytest.approx((50.0, 50.0))
     assert f"massive: languages {sub}; training data 10% of those rows." in notes
     assert "tsm: training data 25% of those rows." in notes
     t5 = table5(runs + [rec(epochs=0, fraction=0.1, languages=sub, test_f1=0.3)])
     assert t5.cell(("with_finetune",), "massive", None).values == pytest.approx((60.0, 60.0))
-    # the paper's own sweeps: fraction 1.0 wins over fig2's smaller fractions, and no note
+    # the paper's own sweeps: fraction 1.0 (a tie here) wins over fig2's smaller one, and no note
     full = table2([rec(fraction=1.0, test_f1=0.8), rec(fraction=0.2, test_f1=0.1)])
     assert full.cell(("teacher", "6", "768"), "massive", True).values == pytest.approx((80.0,))
     assert not any("training data" in n for n in full.notes)

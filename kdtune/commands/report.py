@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--languages", default=None, metavar="KEY=VALUE,...",
                         help="run group for the per-language table, over the default "
                              "kd=True,train_partition=all,eval_partition=all,teacher_partition=all "
-                             "(and the largest data fraction run, unless fraction=F is given)")
+                             "(and the data fraction most runs use, unless fraction=F is given)")
     parser.add_argument("--no-log-artifacts", action="store_true",
                         help="do not log the report folder to the sweep's parent run")
 

@@ -1,7 +1,7 @@
 """Per-language test macro-F1 of one run group: which languages gain most from copying weights.
 
 The group is chosen by a filter on params (default: the paper's Table 2 setting with KD: train,
-test and teacher data all languages, the largest training-data fraction run, epochs > 0) and
+test and teacher data all languages, the the data fraction most runs use, epochs > 0) and
 restricted to full-width students. Per dataset: languages are rows (from the `test_f1/<language>` metrics), inits are
 columns, each value the mean over seeds in percent; `gain` = from-teacher minus from-scratch (or
 minus from-base when no scratch run exists), in points. The top languages by gain are marked.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from kdtune.errors import UsageError
 from kdtune.report.records import (
-    at_largest_fraction,
+    at_table_fraction,
     group_by,
     init_sort_key,
     is_trained,
@@ -32,7 +32,7 @@ DEFAULT_FILTER = {
     "train_partition": "all",
     "eval_partition": "all",
     "teacher_partition": "all",
-}  # and, unless the filter names a fraction, the largest fraction run (as the tables)
+}  # and, unless the filter names a fraction, the fraction most runs use (as the tables)
 
 
 @dataclass
@@ -107,7 +107,7 @@ def language_tables(trials: list[TrialRecord], filter_: dict[str, str]) -> list[
         and any(k.startswith(LANG_PREFIX) for k in r.metrics)
     ]
     if "fraction" not in filter_:
-        sel = at_largest_fraction(sel)
+        sel = at_table_fraction(sel)
     out = []
     for (dataset,), runs in sorted(group_by(only_full_width(sel), lambda r: (param(r, "dataset") or "?",)).items()):
         inits = sorted({param(r, "init") or "?" for r in runs}, key=init_sort_key)

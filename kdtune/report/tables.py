@@ -39,7 +39,7 @@ from kdtune.report.records import (
     group_by,
     init_label,
     init_sort_key,
-    at_largest_fraction,
+    at_table_fraction,
     data_notes,
     is_trained,
     only_full_width,
@@ -183,14 +183,14 @@ PAPER_WIDTH = {768: "full", 384: "half"}
 
 
 def table2(trials: list[TrialRecord]) -> Table:
-    sel = at_largest_fraction([
+    sel = at_table_fraction([
         r for r in trials if setup_matches(r, "all", "all", "all") and is_trained(r) and hidden_of(r) is not None
     ])
     columns = _columns(sel, with_kd=True)
     table = Table(
         name="table2",
         title="Table 2: model initialization with and without KD",
-        selection="train, test and teacher data: all languages; the largest training-data fraction run "
+        selection="train, test and teacher data: all languages; the the data fraction most runs use "
         "(100% in the paper's sweeps); epochs > 0",
         row_header=("Model initialization", "Layers", "Hidden"),
         row_keys=("init", "layers", "hidden"),
@@ -302,14 +302,14 @@ def _init_train_table(
 
 
 def table3(trials: list[TrialRecord]) -> Table:
-    sel = only_full_width(at_largest_fraction(
+    sel = only_full_width(at_table_fraction(
         [r for r in trials if setup_matches(r, {"seen", "english"}, "unseen", "seen") and is_trained(r)]
     ))
     return _init_train_table(
         "table3",
         "Table 3: zero-shot cross-lingual transfer (teacher trained on seen languages)",
         "teacher data: seen lang; student training data: seen lang or english; test: unseen lang; "
-        "largest training-data fraction run; epochs > 0",
+        "the data fraction most runs use; epochs > 0",
         sel,
         with_kd=True,
         row_header=("Model initialization", "Training data", "Test data"),
@@ -321,7 +321,7 @@ def table3(trials: list[TrialRecord]) -> Table:
 
 
 def table4(trials: list[TrialRecord]) -> Table:
-    sel = only_full_width(at_largest_fraction(
+    sel = only_full_width(at_table_fraction(
         [
             r
             for r in trials
@@ -331,7 +331,7 @@ def table4(trials: list[TrialRecord]) -> Table:
     return _init_train_table(
         "table4",
         "Table 4: teacher and students trained on english only, with KD",
-        "teacher and student training data: english; test: unseen lang; KD; largest training-data fraction run; epochs > 0",
+        "teacher and student training data: english; test: unseen lang; KD; the data fraction most runs use; epochs > 0",
         sel,
         with_kd=False,
         row_header=("Model initialization",),
@@ -353,7 +353,7 @@ def table5(trials: list[TrialRecord]) -> Table:
         and param(r, "eval_partition") == "all"
         and teacher_partition(r) == "all"
     ]
-    finetuned = at_largest_fraction(
+    finetuned = at_table_fraction(
         [r for r in base if is_trained(r) and param_bool(r, "kd") is True and param(r, "train_partition") == "all"]
     )
     copied = [r for r in base if is_copy_only(r)]
@@ -368,7 +368,7 @@ def table5(trials: list[TrialRecord]) -> Table:
         name="table5",
         title="Table 5: copying the teacher's weights, without and with fine-tuning",
         selection="from-teacher full-width students; teacher and test data: all languages; "
-        "With Finetune: KD, epochs > 0, largest training-data fraction run; Without Finetune: epochs = 0 (copy only)",
+        "With Finetune: KD, epochs > 0, the data fraction most runs use; Without Finetune: epochs = 0 (copy only)",
         row_header=("Training method",),
         row_keys=("method",),
         columns=columns,
