@@ -14,8 +14,7 @@ from kdtune.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_COUNTS = {"table2": 72, "table3": 72, "table4": 18, "table5": 2, "fig2": 45,
-                "tiny-table2": 36, "tiny-table3": 36, "tiny-table5": 2, "tiny-fig2": 27,
-                "tiny-table2-long": 18}
+                "tiny-table2": 36, "tiny-table3": 36, "tiny-table5": 2, "tiny-fig2": 27}
 
 
 def write(tmp_path: Path, text: str) -> Path:
