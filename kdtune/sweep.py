@@ -44,10 +44,11 @@ class SweepOutcome:
     finished: int = 0
     failed: int = 0
     early_stopped: int = 0
+    interrupted: int = 0  # trials a Ctrl-C/SIGTERM stopped: the next run of the sweep resumes them
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        return self.failed == 0 and self.interrupted == 0
 
 
 def describe(spec: SweepSpec, out: TextIO | None = None) -> None:
@@ -226,13 +227,14 @@ def run_sweep(
     _init_ray(address, store)
     try:
         train_teachers(todo, store, tracker, spec, say)
-        results = _run_tuner(spec, todo, tracker, parent, store, say)
+        started_ms = int(time.time() * 1000)
+        _run_tuner(spec, todo, tracker, parent, store, say)  # how trials ended: read back from MLflow
     except KeyboardInterrupt:
         tracker.end_run(parent, "KILLED")
         raise
     outcome.ran = [t.config_hash for t in todo]
-    _settle_runs(tracker, parent, todo, outcome, early_stop=spec.scheduler is not None)
-    tracker.end_run(parent, "FINISHED" if outcome.ok else "FAILED")
+    _settle_runs(tracker, parent, todo, outcome, early_stop=spec.scheduler is not None, since_ms=started_ms)
+    tracker.end_run(parent, "KILLED" if outcome.interrupted else "FINISHED" if outcome.ok else "FAILED")
     print_summary(tracker, parent, spec, say)
     return outcome
 
@@ -392,24 +394,40 @@ def _trial_label(config: dict) -> str:
     return make_trial(config["trial"]).run_name
 
 
-def _settle_runs(tracker, parent: str, todo: list[TrialConfig], outcome: SweepOutcome, early_stop: bool) -> None:
-    """Count how the trials ended; runs Ray stopped early (ASHA) are marked KILLED, not left RUNNING."""
-    from kdtune.tracking.runs import CONFIG_HASH
+def _settle_runs(
+    tracker, parent: str, todo: list[TrialConfig], outcome: SweepOutcome, early_stop: bool, since_ms: int = 0
+) -> None:
+    """Count how this run's trials ended; runs Ray stopped are KILLED with the reason, none left RUNNING.
+
+    Ray Tune catches Ctrl-C (SIGINT) itself and returns from `fit` as if done, and a trial sees the
+    same stop as an early stop, so an interrupt is recognised here: a trial of the grid that never
+    started, or (without a scheduler, the only other thing that stops trials) one Ray stopped.
+    With ASHA, an interrupted running trial cannot be told from an early-stopped one.
+    """
+    from kdtune.tracking.runs import CONFIG_HASH, INTERRUPTED, STOPPED_BY_RAY
 
     wanted = {t.config_hash for t in todo}
-    for run in tracker.trial_runs(parent):
-        if run.data.tags.get(CONFIG_HASH) not in wanted:
-            continue
-        status = run.info.status
-        if status == "RUNNING":
-            tag = "early stopped by the scheduler" if early_stop else "stopped by Ray"
-            tracker.set_tags(run.info.run_id, {"kdtune.stopped": tag})
+    runs = [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
+    never_started = wanted - {r.data.tags.get(CONFIG_HASH) for r in runs}
+    stopped = [r for r in runs if r.info.status == "RUNNING" or (
+        r.info.status == "KILLED" and r.info.start_time >= since_ms
+        and r.data.tags.get("kdtune.stopped", "").startswith(STOPPED_BY_RAY))]
+    interrupted = bool(never_started) or (bool(stopped) and not early_stop)
+    for run in stopped:
+        if interrupted:
+            # Its own tag: the trial's process may still be writing `kdtune.stopped` as it exits.
+            tags = {INTERRUPTED: "the next run of the sweep resumes it from its checkpoint"}
+        else:
+            tags = {"kdtune.stopped": "early stopped by the scheduler" if early_stop else STOPPED_BY_RAY}
+        tracker.set_tags(run.info.run_id, tags)
+        if run.info.status == "RUNNING":
             tracker.end_run(run.info.run_id, "KILLED")
-            outcome.early_stopped += 1
-        elif status == "FINISHED":
-            outcome.finished += 1
-        elif status == "FAILED":
-            outcome.failed += 1
+    if interrupted:
+        outcome.interrupted = len(stopped) + len(never_started)
+    else:
+        outcome.early_stopped = len(stopped)
+    outcome.finished = sum(r.info.status == "FINISHED" for r in runs)
+    outcome.failed = sum(r.info.status == "FAILED" for r in runs)
 
 
 def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:

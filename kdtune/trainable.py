@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.config import make_trial
-from kdtune.tracking.runs import ATTEMPTS, CONFIG_HASH, KIND, SWEEP, Tracker
+from kdtune.tracking.runs import ATTEMPTS, CONFIG_HASH, KIND, STOPPED_BY_RAY, SWEEP, Tracker
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
 
@@ -100,7 +100,7 @@ def run_trial(config: dict[str, Any]) -> None:
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not finished:
-            tracker.set_tags(run_id, {"kdtune.stopped": "stopped by Ray Tune (early stopping)"})
+            tracker.set_tags(run_id, {"kdtune.stopped": STOPPED_BY_RAY})  # the sweep says why
             tracker.end_run(run_id, "KILLED")
         raise
     except BaseException as exc:

@@ -98,3 +98,38 @@ def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp
     # every trial ran its full schedule once: the step count logged at the end is the schedule's
     assert len({r.data.metrics["steps"] for r in finished}) == 1
 
+
+
+def test_ctrl_c_marks_the_sweep_interrupted_and_exits_130(tmp_path, kdtune_cache):
+    sweep = sweep_file(tmp_path / "crash.yaml")
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    cmd = [sys.executable, "-m", "kdtune.cli", "sweep", str(sweep), "--tracking-uri", uri,
+           "--storage", str(tmp_path / "mlruns")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "interrupted.log"
+    proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+            text = log_path.read_text()
+            if "to run" in text and " eval " in text.split("to run", 1)[1]:
+                break  # a trial is training: interrupt it
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(timeout=180) == 130, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = log_path.read_text()
+    assert "interrupted: run the same command again to resume" in out
+    runs = trial_runs(uri)
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    stopped = [r for r in runs if r.info.status == "KILLED"]
+    assert stopped and all("resumes it" in r.data.tags.get("kdtune.interrupted", "") for r in stopped)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = client.get_run(stopped[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "KILLED"

@@ -33,5 +33,8 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_sweep(spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
                         rerun_failed=args.rerun_failed, force=args.force)
     print(f"\nparent run {outcome.parent_run_id}: {outcome.finished} finished, {outcome.failed} failed, "
-          f"{outcome.early_stopped} early-stopped, {len(outcome.skipped)} skipped")
+          f"{outcome.early_stopped} early-stopped, {len(outcome.skipped)} skipped"
+          + (f", {outcome.interrupted} interrupted: run the same command again to resume" if outcome.interrupted else ""))
+    if outcome.interrupted:
+        return 130  # the shell's code for a Ctrl-C
     return 0 if outcome.ok else 1

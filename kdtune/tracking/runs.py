@@ -26,6 +26,9 @@ from kdtune.tracking.store import default_artifact_location, default_tracking_ur
 KIND = "kdtune.kind"
 SWEEP = "kdtune.sweep"
 CONFIG_HASH = "kdtune.config_hash"
+# The `kdtune.stopped` tag of a trial Ray stopped; the sweep refines it (early stop or interrupt).
+STOPPED_BY_RAY = "stopped by Ray Tune (an early stop, or the sweep was interrupted)"
+INTERRUPTED = "kdtune.interrupted"  # set on trials a Ctrl-C stopped
 ATTEMPTS = "kdtune.attempts"
 MAX_PARAM_LEN = 6000
 
