@@ -158,6 +158,8 @@ ADDED_LATER = {"languages": "all"}
 
 def _new_default(key: str, value: Any) -> bool:
     return key in ADDED_LATER and value == ADDED_LATER[key]
+
+
 TRIAL_FIELDS = {f.name: f for f in fields(TrialConfig)}
 
 

@@ -44,7 +44,7 @@ class SweepOutcome:
     finished: int = 0
     failed: int = 0
     early_stopped: int = 0
-    interrupted: int = 0  # trials a Ctrl-C/SIGTERM stopped: the next run of the sweep resumes them
+    interrupted: int = 0  # trials a Ctrl-C (SIGINT) stopped: the next run of the sweep resumes them
 
     @property
     def ok(self) -> bool:
@@ -79,12 +79,12 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
         if torch.cuda.device_count() == 0:
             raise UsageError(f"{where}: resources.gpu: {spec.resources.gpu} asked for but this machine has no GPU; "
                              "set resources.gpu: 0 (or --set resources.gpu=0)")
+    def split(value: str):
+        return value if value in PARTITIONS else value.split(",")
+
     for t in spec.trials:
         if t.data_dir is not None and not Path(t.data_dir).is_dir():
             raise UsageError(f"{where}: data_dir: {t.data_dir} is not a folder")
-        def split(value: str):
-            return value if value in PARTITIONS else value.split(",")
-
         for key in ("languages", "train_partition", "eval_partition", "teacher_partition"):
             value = getattr(t, key)
             if value is None:
@@ -294,22 +294,24 @@ def train_teachers(
     pending = {task.remote(t.to_dict(), str(store), spec.resources.cpu, tracker, spec.name, board): key
                for key, t in needed.items()}
     shown: dict[str, str] = {}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1, timeout=progress_every_s)
-        for ref in done:
-            key = pending.pop(ref)
-            info = ray.get(ref)
-            if info is None:  # the store had it by the time the task ran (another process trained it)
-                continue
-            say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']}, "
-                f"{info['train_seconds']:.0f} s)")
-        if not done:
-            lines = ray.get(board.lines.remote())
-            for key in sorted(set(pending.values()) & set(lines)):
-                if shown.get(key) != lines[key]:
-                    shown[key] = lines[key]
-                    say(f"  {lines[key]}")
-    ray.kill(board)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=progress_every_s)
+            for ref in done:
+                key = pending.pop(ref)
+                info = ray.get(ref)
+                if info is None:  # the store had it by the time the task ran (another process trained it)
+                    continue
+                say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']}, "
+                    f"{info['train_seconds']:.0f} s)")
+            if not done:
+                lines = ray.get(board.lines.remote())
+                for key in sorted(set(pending.values()) & set(lines)):
+                    if shown.get(key) != lines[key]:
+                        shown[key] = lines[key]
+                        say(f"  {lines[key]}")
+    finally:
+        ray.kill(board)
 
 
 class ProgressBoard:
@@ -326,8 +328,6 @@ class ProgressBoard:
 
 
 def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str, board=None):
-    import time
-
     import torch
 
     from kdtune.config import make_trial

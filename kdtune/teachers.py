@@ -82,8 +82,8 @@ def fine_tune(
 ) -> dict:
     """Fine-tune the base model on the teacher's languages for each seed; save the best.
 
-    `progress(line)` gets a one-line status at every log step and evaluation (for a driver that
-    shows how far a long teacher has got; the sweep throttles it).
+    `progress(line)` gets a one-line status at every log step, with the last validation F1 (for a
+    driver that shows how far a long teacher has got; the sweep throttles it).
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging

@@ -44,6 +44,15 @@ def sweep_file(path, data_dir=None):
     return path
 
 
+def sweep_command(tmp_path):
+    """(command, env, tracking URI) of the crash sweep as a subprocess with its own store."""
+    sweep = sweep_file(tmp_path / "crash.yaml")
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    cmd = [sys.executable, "-m", "kdtune.cli", "sweep", str(sweep), "--tracking-uri", uri,
+           "--storage", str(tmp_path / "mlruns")]
+    return cmd, {**os.environ, "PYTHONUNBUFFERED": "1"}, uri
+
+
 def trial_runs(uri):
     from mlflow.tracking import MlflowClient
 
@@ -55,11 +64,7 @@ def trial_runs(uri):
 
 
 def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp_path, kdtune_cache):
-    sweep = sweep_file(tmp_path / "crash.yaml")
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    cmd = [sys.executable, "-m", "kdtune.cli", "sweep", str(sweep), "--tracking-uri", uri,
-           "--storage", str(tmp_path / "mlruns")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd, env, uri = sweep_command(tmp_path)
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.time() + 600
@@ -101,11 +106,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp
 
 
 def test_ctrl_c_marks_the_sweep_interrupted_and_exits_130(tmp_path, kdtune_cache):
-    sweep = sweep_file(tmp_path / "crash.yaml")
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    cmd = [sys.executable, "-m", "kdtune.cli", "sweep", str(sweep), "--tracking-uri", uri,
-           "--storage", str(tmp_path / "mlruns")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd, env, uri = sweep_command(tmp_path)
     log_path = tmp_path / "interrupted.log"
     proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
