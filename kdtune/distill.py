@@ -180,11 +180,16 @@ def kd_losses(
         if labels is None:
             raise ValueError("labels are needed for the classification loss (weights.clf != 0)")
         out["clf"] = nonkd_loss(logits, labels)
-    total = out["att"] * weights.att
-    for name in TERMS[1:]:
-        total = total + out[name] * getattr(weights, name)
-    out["total"] = total
+    out["total"] = weighted_total(out, weights)
     return out
+
+
+def weighted_total(terms: dict[str, Tensor], weights: KDWeights) -> Tensor:
+    """sum over TERMS of weight x term (the terms a zero weight skipped are zero tensors)."""
+    total = terms[TERMS[0]] * getattr(weights, TERMS[0])
+    for name in TERMS[1:]:
+        total = total + terms[name] * getattr(weights, name)
+    return total
 
 
 def nonkd_loss(logits: Tensor, labels: Tensor) -> Tensor:

@@ -131,7 +131,7 @@ def _threads(n: int):
 def kd_losses_loop(student_out, teacher_out, labels, attention_mask, layer_map, weights, hidden_match,
                    head_map=None) -> dict[str, torch.Tensor]:
     """`kdtune.distill.kd_losses`, one layer at a time instead of stacked (same definitions)."""
-    from kdtune.distill import TERMS, nonkd_loss
+    from kdtune.distill import TERMS, nonkd_loss, weighted_total
     from kdtune.models.selection import uniform_indices
 
     logits = student_out.logits
@@ -168,8 +168,5 @@ def kd_losses_loop(student_out, teacher_out, labels, attention_mask, layer_map, 
         out["pred"] = (d * d).mean()
     if weights.clf:
         out["clf"] = nonkd_loss(logits, labels)
-    total = out["att"] * weights.att
-    for name in TERMS[1:]:
-        total = total + out[name] * getattr(weights, name)
-    out["total"] = total
+    out["total"] = weighted_total(out, weights)
     return out
