@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kdtune import data
-from kdtune.config import PARTITIONS
 
 
 @dataclass
@@ -54,8 +53,8 @@ def build_inputs(
     eval_batch_size: int | None = None,
     languages: str = "all",
 ) -> Inputs:
-    within = _partition(languages)
-    train_langs = data.languages(dataset, _partition(train_partition), within)
+    # Partitions and `languages` are names or comma lists; `data.languages` reads both.
+    train_langs = data.languages(dataset, train_partition, languages)
     train = data.select_languages(splits["train"], train_langs)
     if fraction < 1.0:
         train = data.stratified_fraction(train, fraction, seed)
@@ -71,7 +70,7 @@ def build_inputs(
     val = eval_set(data.select_languages(splits["validation"], train_langs), tokenizer, max_length, eval_bs)
     test = None
     if eval_partition is not None:
-        test_langs = data.languages(dataset, _partition(eval_partition), within)
+        test_langs = data.languages(dataset, eval_partition, languages)
         test = eval_set(data.select_languages(splits["test"], test_langs), tokenizer, max_length, eval_bs)
     return Inputs(train_loader, val, test, label_names(splits), len(train))
 
@@ -85,8 +84,3 @@ def eval_set(rows, tokenizer, max_length: int, batch_size: int) -> EvalSet:
     enc = enc.select(np.argsort(lengths, kind="stable"))
     loader = data.make_loader(enc, tokenizer, batch_size, shuffle=False)
     return EvalSet(loader, list(enc["language"]))
-
-
-def _partition(value: str) -> str | list[str]:
-    """A partition name (all, seen, unseen, english) or a comma list of languages."""
-    return value if value in PARTITIONS else value.split(",")

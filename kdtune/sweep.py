@@ -67,7 +67,6 @@ def describe(spec: SweepSpec, out: TextIO | None = None) -> None:
 def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | None) -> None:
     """Every check that needs no training; raises UsageError naming the key or file."""
     from kdtune import data
-    from kdtune.inputs import PARTITIONS
     from kdtune.tracking.runs import check_reachable
 
     where = spec.path
@@ -79,9 +78,6 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
         if torch.cuda.device_count() == 0:
             raise UsageError(f"{where}: resources.gpu: {spec.resources.gpu} asked for but this machine has no GPU; "
                              "set resources.gpu: 0 (or --set resources.gpu=0)")
-    def split(value: str):
-        return value if value in PARTITIONS else value.split(",")
-
     for t in spec.trials:
         if t.data_dir is not None and not Path(t.data_dir).is_dir():
             raise UsageError(f"{where}: data_dir: {t.data_dir} is not a folder")
@@ -90,7 +86,7 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
             if value is None:
                 continue
             try:
-                data.languages(t.dataset, split(value), None if key == "languages" else split(t.languages))
+                data.languages(t.dataset, value, None if key == "languages" else t.languages)
             except UsageError as exc:
                 raise UsageError(f"{where}: {key}: {exc}") from None
     for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials}.values():
