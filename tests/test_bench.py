@@ -175,6 +175,9 @@ def test_bench_cli_prints_json_with_every_measurement(bench_json):
     assert r["ablations"]["pad-to-max"]["padding_efficiency"] == pytest.approx(
         r["ablations"]["pad-to-max"]["real_tokens"] / (r["ablations"]["pad-to-max"]["steps"] * 8 * 64))
     assert r["ablations"]["loop-loss"]["padding_efficiency"] == pytest.approx(r["kdtune"]["padding_efficiency"])
+    for a in r["ablations"].values():  # each variant is compared with the full path timed just before it
+        assert a["relative_throughput"] == pytest.approx(
+            a["examples_per_s"]["median"] / a["full_path_examples_per_s"]["median"])
 
 
 def test_bench_cli_prints_the_table(bench_json, monkeypatch, capsys):
