@@ -31,13 +31,15 @@ from typing import Any
 import yaml
 
 from kdtune.errors import UsageError
+from kdtune.metrics import METRICS
 
 DATASETS = ("massive", "tsm", "synthetic")
 INITS = ("teacher", "base", "scratch")
 PARTITIONS = ("all", "seen", "unseen", "english")
 LAYER_MAPS = ("paper", "distilbert", "first", "last", "uniform")
 HEAD_MODES = ("keep_heads", "keep_head_dim")
-HIDDEN_MATCH = ("select", "linear", "skip")
+HIDDEN_MATCH = ("linear", "select", "skip")
+ATT_TARGETS = ("probs", "scores")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -63,6 +65,8 @@ class TrialConfig:
     hidden: int | None = None  # None: the teacher's hidden size
     layer_map: str | tuple[int, ...] = "paper"
     head_mode: str = "keep_heads"
+    hidden_dropout: float | None = None  # the student's; None = the base model's own value
+    attention_dropout: float | None = None
     # loss
     kd: bool = True
     w_att: float = 1.0
@@ -70,7 +74,8 @@ class TrialConfig:
     w_emb: float = 1.0
     w_pred: float = 1.0
     w_clf: float = 1.0
-    hidden_match: str = "select"
+    att_target: str = "probs"  # pre-dropout softmax probabilities, or "scores" (TinyBERT's)
+    hidden_match: str = "linear"  # the paper's learned W when widths differ (identity when equal)
     # optimisation (transformers' defaults unless the paper says otherwise)
     seed: int = 1
     epochs: float = 30.0
@@ -79,6 +84,8 @@ class TrialConfig:
     lr: float = 5e-5
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0  # transformers' Trainer default; 0 = no clipping
+    metric: str = "macro_f1"  # what checkpoint selection, teacher seed choice and ASHA compare
     eval_steps: int = 5000
     log_steps: int = 50
     group_by_length: bool = True
@@ -112,30 +119,22 @@ class TrialConfig:
     @property
     def teacher_key(self) -> str:
         """Content key of the teacher this trial distils from (and copies from, for init=teacher)."""
-        return stable_hash(self.teacher_fields())
+        return self.teacher_spec().key
+
+    def teacher_spec(self) -> "TeacherSpec":
+        return TeacherSpec(
+            dataset=self.dataset, data_dir=self.data_dir, languages=self.languages,
+            partition=self.resolved_teacher_partition, max_length=self.max_length,
+            group_by_length=self.group_by_length, base_model=self.base_model,
+            epochs=self.teacher_epochs, max_steps=self.teacher_max_steps, lr=self.teacher_lr,
+            batch_size=self.teacher_batch_size, eval_steps=self.teacher_eval_steps,
+            seeds=self.teacher_seeds, weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
+            max_grad_norm=self.max_grad_norm, metric=self.metric, precision=self.precision,
+            log_steps=self.log_steps,
+        )
 
     def teacher_fields(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "base_model": self.base_model,
-            "partition": self.resolved_teacher_partition,
-            "max_length": self.max_length,
-            "epochs": self.teacher_epochs,
-            "max_steps": self.teacher_max_steps,
-            "lr": self.teacher_lr,
-            "batch_size": self.teacher_batch_size,
-            "eval_steps": self.teacher_eval_steps,
-            "seeds": list(self.teacher_seeds),
-            "weight_decay": self.weight_decay,
-            "warmup_ratio": self.warmup_ratio,
-            "precision": self.precision,
-        } | ({} if self.languages == "all" else {"languages": self.languages})
-
-    @property
-    def needs_teacher(self) -> bool:
-        # The teacher also supplies the label set and architecture for every init, and its test
-        # score is logged beside every student, so every trial has one.
-        return True
+        return self.teacher_spec().hashed_fields()
 
     @property
     def run_name(self) -> str:
@@ -161,6 +160,48 @@ def _new_default(key: str, value: Any) -> bool:
 
 
 TRIAL_FIELDS = {f.name: f for f in fields(TrialConfig)}
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """Everything teacher fine-tuning reads, and nothing else: `kdtune.teachers.fine_tune` gets
+    this object, not the trial, so a setting it uses cannot be missing from the teacher's key.
+
+    Every field is part of the key except `TEACHER_UNHASHED` (where the data lives, how often
+    to log). Changing a default here changes the key of every teacher at that default."""
+
+    dataset: str
+    data_dir: str | None
+    languages: str
+    partition: str
+    max_length: int
+    group_by_length: bool
+    base_model: str
+    epochs: float
+    max_steps: int | None
+    lr: float
+    batch_size: int
+    eval_steps: int
+    seeds: tuple[int, ...]
+    weight_decay: float
+    warmup_ratio: float
+    max_grad_norm: float
+    metric: str
+    precision: str
+    log_steps: int
+
+    def hashed_fields(self) -> dict[str, Any]:
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if d["languages"] == "all":  # added after teachers existed: at its default, out of the key
+            del d["languages"]
+        return {k: v for k, v in d.items() if k not in TEACHER_UNHASHED}
+
+    @property
+    def key(self) -> str:
+        return stable_hash(self.hashed_fields())
+
+
+TEACHER_UNHASHED = frozenset({"data_dir", "log_steps"})  # where the data is, how often to print
 
 
 def stable_hash(obj: Any) -> str:
@@ -197,6 +238,11 @@ class SweepSpec:
     max_failures: int = 0
     description: str = ""
     overrides_applied: list[str] = field(default_factory=list)
+
+    @property
+    def metric(self) -> str:
+        """The validation metric the sweep compares trials on (one per sweep; `parse_sweep`)."""
+        return self.trials[0].metric if self.trials else METRICS[0]
 
     @property
     def teacher_trials(self) -> dict[str, TrialConfig]:
@@ -295,6 +341,10 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
         check_trial_keys(ov["set"], path, f"overrides[{i}].set.")
 
     trials = expand_grid(fixed, grid, overrides, path)
+    metrics = sorted({t.metric for t in trials})
+    if len(metrics) > 1:
+        raise UsageError(f"{path}: metric: one sweep compares its trials on one metric (early stopping, the summary); "
+                         f"this grid sets {' and '.join(metrics)}: split it into one sweep per metric")
     max_concurrent = raw.get("max_concurrent", 0)
     max_failures = raw.get("max_failures", 0)
     if max_concurrent < 0 or max_failures < 0:
@@ -409,6 +459,8 @@ def validate_trial(t: TrialConfig, path: str, prefix=lambda key: "") -> None:
         "init": INITS,
         "head_mode": HEAD_MODES,
         "hidden_match": HIDDEN_MATCH,
+        "att_target": ATT_TARGETS,
+        "metric": METRICS,
         "precision": PRECISIONS,
     }
     for key, allowed in choices.items():
@@ -436,6 +488,12 @@ def validate_trial(t: TrialConfig, path: str, prefix=lambda key: "") -> None:
         raise bad("lr", "learning rates must be > 0")
     if not 0 <= t.warmup_ratio < 1:
         raise bad("warmup_ratio", f"{t.warmup_ratio} out of range; allowed: 0 <= warmup_ratio < 1")
+    if t.max_grad_norm < 0:
+        raise bad("max_grad_norm", f"{t.max_grad_norm} out of range; allowed: >= 0 (0 = no clipping)")
+    for key in ("hidden_dropout", "attention_dropout"):
+        value = getattr(t, key)
+        if value is not None and not 0 <= value < 1:
+            raise bad(key, f"{value} out of range; allowed: 0 <= {key} < 1, or null for the base model's value")
     for key in ("w_att", "w_hid", "w_emb", "w_pred", "w_clf"):
         if getattr(t, key) < 0:
             raise bad(key, "loss weights must be >= 0")

@@ -9,8 +9,10 @@ Masking, with ``m[b, t] = attention_mask[b, t]`` (1 = real token, 0 = padding):
 
 - L_att: for each mapped layer and student head, the MSE over the (query, key) pairs where both
   tokens are real, ``sum_{b,q,k} m[b,q] m[b,k] (A_S - A_T)^2 / sum_{b,q,k} m[b,q] m[b,k]``,
-  then averaged over layers and heads (eq. 1). Targets are transformers' eager attentions, i.e.
-  post-softmax probabilities (in train mode after attention dropout). When the student has fewer
+  then averaged over layers and heads (eq. 1). ``A`` is the map `kdtune.models.attention` hands
+  back, taken *before* attention dropout: the softmax probabilities (``att_target="probs"``) or
+  the scaled scores before mask and softmax (``"scores"``, TinyBERT's); padded pairs never enter
+  the sum. When the student has fewer
   heads than the teacher, student head ``h`` is compared with teacher head ``head_map[h]``; by
   default ``head_map`` is uniform selection over heads, the same map the weight copy uses with
   ``head_mode="keep_head_dim"`` (`kdtune.models.selection.head_map`).
@@ -23,10 +25,12 @@ Masking, with ``m[b, t] = attention_mask[b, t]`` (1 = real token, 0 = padding):
 ``total = sum_name weights.name * L_name``. A term whose weight is 0 is not computed (its value is
 a zero tensor), and so is L_hid / L_emb under ``hidden_match="skip"`` when the widths differ.
 
-Width mismatch (the paper's footnote says W was omitted; `HIDDEN_MATCH`): ``select`` compares the
+Width mismatch (`HIDDEN_MATCH`): ``linear`` learns the paper's projection W (eq. 2-3; TinyBERT's
+W_h: student -> teacher width, one matrix shared by L_hid and L_emb as in the paper's equations
+and TinyBERT's code; default; its parameters must go into the optimizer). ``select`` compares the
 student with the teacher features at the uniform-selection indices used for the weight copy (no
-parameters; default), ``linear`` learns TinyBERT's W (student -> teacher width; its parameters
-must go into the optimizer), ``skip`` drops L_hid and L_emb.
+parameters), ``skip`` drops L_hid and L_emb. Equal widths always compare directly (the paper's
+identity W).
 
 Gradients: teacher outputs are constants. The caller produces them under
 ``torch.inference_mode()`` (or ``no_grad``); the loss only subtracts them from student tensors,
@@ -45,7 +49,7 @@ from torch import Tensor, nn
 from kdtune.errors import UsageError
 from kdtune.models.selection import uniform_indices
 
-HIDDEN_MATCH = ("select", "linear", "skip")
+HIDDEN_MATCH = ("linear", "select", "skip")
 TERMS = ("att", "hid", "emb", "pred", "clf")
 
 
@@ -69,7 +73,7 @@ class HiddenMatch(nn.Module):
     given to the optimizer together with the student's.
     """
 
-    def __init__(self, student_hidden: int, teacher_hidden: int, mode: str = "select"):
+    def __init__(self, student_hidden: int, teacher_hidden: int, mode: str = "linear"):
         super().__init__()
         if mode not in HIDDEN_MATCH:
             raise UsageError(f"hidden_match: unknown value {mode!r}; allowed: {', '.join(HIDDEN_MATCH)}")
@@ -101,8 +105,9 @@ def _float_mask(attention_mask: Tensor | None, batch: int, length: int, device) 
 
 
 def attention_loss(student_att, teacher_att, mask: Tensor, layer_map: list[int], head_map: list[int] | None = None) -> Tensor:
-    """L_att (see module doc). `student_att`/`teacher_att`: per-layer (B, H, L, L) tensors,
-    `mask`: (B, L) float, 1 for real tokens."""
+    """L_att (see module doc). `student_att`: per-layer (B, H, L, L) tensors; `teacher_att`: the
+    same indexed by teacher layer (a sequence of every layer, or a mapping holding the mapped
+    ones); `mask`: (B, L) float, 1 for real tokens."""
     s = torch.stack(tuple(student_att))  # (l, B, Hs, L, L)
     t = torch.stack([teacher_att[k] for k in layer_map])  # (l, B, Ht, L, L)
     n_layers, hs, ht = s.shape[0], s.shape[2], t.shape[2]
@@ -114,8 +119,9 @@ def attention_loss(student_att, teacher_att, mask: Tensor, layer_map: list[int],
         if list(head_map) != list(range(ht)):
             t = t.index_select(2, torch.as_tensor(head_map, dtype=torch.long, device=t.device))
     pair = mask[:, :, None] * mask[:, None, :]  # (B, L, L): 1 where query and key are real
-    diff = (s - t).float()
-    return (diff * diff * pair[None, :, None]).sum() / (pair.sum() * (n_layers * hs))
+    # where(), not a product: a padded pair's value never enters the sum, whatever it holds
+    diff = torch.where(pair[None, :, None] > 0, (s - t).float(), 0.0)
+    return (diff * diff).sum() / (pair.sum() * (n_layers * hs))
 
 
 def hidden_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
@@ -140,7 +146,9 @@ def kd_losses(
     """The five loss terms and their weighted ``total`` (keys: att, hid, emb, pred, clf, total).
 
     `student_out` / `teacher_out` have ``.logits``, ``.hidden_states`` and ``.attentions`` (run
-    the models with ``output_hidden_states=True, output_attentions=True`` and eager attention);
+    the models with ``output_hidden_states=True, output_attentions=True`` and the attention of
+    `kdtune.models.attention`); ``teacher_out.attentions`` may be a mapping {teacher layer: map}
+    holding only the mapped layers;
     `attention_mask` is the batch's (B, L) mask (None: no padding); `labels` the gold class ids
     (needed when ``weights.clf`` is not 0).
     """
@@ -153,7 +161,7 @@ def kd_losses(
     if use_att:
         s_att, t_att = student_out.attentions, teacher_out.attentions
         if not s_att or not t_att:
-            raise ValueError("attentions are empty: use attn_implementation='eager' and output_attentions=True")
+            raise ValueError("attentions are empty: use kdtune.models.attention.use_kd_attention and output_attentions=True")
         if len(s_att) != len(layer_map):
             raise ValueError(f"layer_map has {len(layer_map)} entries, the student has {len(s_att)} layers")
         b, _, length, _ = s_att[0].shape

@@ -298,7 +298,7 @@ def train_teachers(
                 info = ray.get(ref)
                 if info is None:  # the store had it by the time the task ran (another process trained it)
                     continue
-                say(f"  teacher {key}: best val F1 {info['best_val_f1']:.4f} (seed {info['best_seed']}, "
+                say(f"  teacher {key}: best val {info['metric']} {info['best_val']:.4f} (seed {info['best_seed']}, "
                     f"{info['train_seconds']:.0f} s)")
             if not done:
                 lines = ray.get(board.lines.remote())
@@ -367,7 +367,7 @@ def _run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, s
         trainable,
         param_space={"trial": tune.grid_search([t.to_dict() for t in todo]), "ctx": ctx},
         tune_config=tune.TuneConfig(
-            metric="val_f1", mode="max", scheduler=scheduler, reuse_actors=True,
+            metric=f"val_{spec.metric}", mode="max", scheduler=scheduler, reuse_actors=True,
             max_concurrent_trials=spec.max_concurrent or None,
             trial_name_creator=lambda tr: _trial_label(tr.config),
             trial_dirname_creator=lambda tr: _trial_label(tr.config).replace("/", "_"),
@@ -428,14 +428,15 @@ def _settle_runs(
 
 def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
     runs = sorted(tracker.trial_runs(parent), key=lambda r: r.info.run_name or "")
-    say(f"\n{'run':58s} {'status':9s} {'val F1':>7s} {'test F1':>7s}")
+    metric = spec.metric
+    say(f"\n{'run':58s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s}")
     for r in runs:
         if r.data.tags.get("kdtune.superseded"):
             continue
         m = r.data.metrics
-        val = f"{m['best_val_f1']:.4f}" if "best_val_f1" in m else "-"
-        test = f"{m['test_f1']:.4f}" if "test_f1" in m else "-"
-        say(f"{(r.info.run_name or '')[:58]:58s} {r.info.status:9s} {val:>7s} {test:>7s}")
+        val = f"{m[f'best_val_{metric}']:.4f}" if f"best_val_{metric}" in m else "-"
+        test = f"{m[f'test_{metric}']:.4f}" if f"test_{metric}" in m else "-"
+        say(f"{(r.info.run_name or '')[:58]:58s} {r.info.status:9s} {val:>12s} {test:>13s}")
 
 
 try:
@@ -458,14 +459,15 @@ class ProgressLines(_TuneCallback):
         self.say(f"{self._prefix()} start  {trial.trial_id} {_trial_label(trial.config)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "val_f1" not in result:
+        metric = result.get("metric")
+        if not metric:
             return
         if trial.trial_id not in self.placed and result.get("node"):
             self.placed.add(trial.trial_id)
             self.say(f"{self._prefix()} node   {_trial_label(trial.config)} runs on {result['node']}")
-        extra = f" test F1 {result['test_f1']:.4f}" if "test_f1" in result else ""
+        extra = f" test {result['test']:.4f}" if "test" in result else ""
         self.say(f"{self._prefix()} eval   {_trial_label(trial.config)} step {result.get('step', '?')} "
-                 f"val F1 {result['val_f1']:.4f} best {result.get('best_val_f1', float('nan')):.4f}{extra}")
+                 f"val {metric} {result[f'val_{metric}']:.4f} best {result.get('best_val', float('nan')):.4f}{extra}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1

@@ -1,9 +1,10 @@
 """The teacher stage: fine-tune a teacher once per content key, store it, reuse it everywhere.
 
-A teacher is keyed by everything that shapes it (`TrialConfig.teacher_fields`: base model,
-dataset, training languages, hyperparameters, seeds). The store is a folder,
-`<store>/teachers/<key>/`, holding a `save_pretrained` model + tokenizer and `teacher.json`. As
-in the paper, each seed in `teacher_seeds` is trained and the best by validation F1 is kept.
+A teacher is keyed by everything that shapes it: `fine_tune` reads a `kdtune.config.TeacherSpec`
+(base model, dataset, training languages, batching, hyperparameters, clipping, metric, seeds),
+never the trial, and the key hashes that spec. The store is a folder, `<store>/teachers/<key>/`,
+holding a `save_pretrained` model + tokenizer and `teacher.json`. As in the paper, each seed in
+`teacher_seeds` is trained and the best by the validation `metric` is kept.
 
 Safety: a file lock per key makes concurrent trials (or processes on one machine) train a
 teacher once; the folder appears by an atomic rename only when complete, so a crash mid-training
@@ -22,7 +23,7 @@ from typing import Callable
 import torch
 from filelock import FileLock
 
-from kdtune.config import TrialConfig
+from kdtune.config import TeacherSpec, TrialConfig
 from kdtune.inputs import build_inputs, load_splits
 from kdtune.train import Callbacks, TrainSettings, evaluate, pick_device, seed_everything, total_steps, train
 
@@ -66,7 +67,7 @@ def ensure_teacher(
             os.replace(tmp, path)
             return path
         shutil.rmtree(tmp, ignore_errors=True)
-        info = fine_tune(trial, tmp, log=log, device=device, progress=progress)
+        info = fine_tune(trial.teacher_spec(), tmp, log=log, device=device, progress=progress)
         os.replace(tmp, path)
         if on_trained:
             on_trained(info, path)
@@ -74,7 +75,7 @@ def ensure_teacher(
 
 
 def fine_tune(
-    trial: TrialConfig,
+    spec: TeacherSpec,
     out: Path,
     log: Callable[[str], None] = print,
     device=None,
@@ -92,61 +93,58 @@ def fine_tune(
 
     hf_logging.set_verbosity_error()  # the expected "classifier newly initialized" load report
     device = device or pick_device()
-    base = resolve_base_model(trial.base_model, trial.dataset, trial.data_dir)
+    base = resolve_base_model(spec.base_model, spec.dataset, spec.data_dir)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    splits = load_splits(trial.dataset, trial.data_dir)
+    splits = load_splits(spec.dataset, spec.data_dir)
     started = time.time()
     seeds, best = [], None
-    for seed in trial.teacher_seeds:
+    for seed in spec.seeds:
         seed_everything(seed)
         inputs = build_inputs(
-            splits, trial.dataset, tokenizer,
-            train_partition=trial.resolved_teacher_partition, eval_partition=None, fraction=1.0,
-            seed=seed, batch_size=trial.teacher_batch_size, max_length=trial.max_length,
-            group_by_length=trial.group_by_length, languages=trial.languages,
+            splits, spec.dataset, tokenizer,
+            train_partition=spec.partition, eval_partition=None, fraction=1.0,
+            seed=seed, batch_size=spec.batch_size, max_length=spec.max_length,
+            group_by_length=spec.group_by_length, languages=spec.languages,
         )
         names = inputs.label_names
         model = AutoModelForSequenceClassification.from_pretrained(
             base, num_labels=len(names), id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)},
         )
-        settings = TrainSettings(
-            epochs=trial.teacher_epochs, max_steps=trial.teacher_max_steps, lr=trial.teacher_lr,
-            weight_decay=trial.weight_decay, warmup_ratio=trial.warmup_ratio,
-            eval_steps=trial.teacher_eval_steps, log_steps=trial.log_steps, seed=seed,
-            precision=trial.precision,
-        )
+        settings = TrainSettings.from_fields(spec, seed=seed)
         losses: list[tuple[int, float]] = []
         n_steps = total_steps(settings, len(inputs.train_loader(0)))
-        where = f"teacher {trial.teacher_key} seed {seed}"
+        where = f"teacher {spec.key} seed {seed}"
+        name = spec.metric.replace("_", "-").replace("f1", "F1")
 
-        val_f1: list[float] = []
+        val: list[float] = []
 
-        def on_log(step: int, logs: dict, where=where, n_steps=n_steps, losses=losses, val_f1=val_f1) -> None:
+        def on_log(step: int, logs: dict, where=where, n_steps=n_steps, losses=losses, val=val, name=name) -> None:
             losses.append((step, logs["total"]))
-            last = f", last val F1 {val_f1[-1]:.4f}" if val_f1 else ""
+            last = f", last val {name} {val[-1]:.4f}" if val else ""
             progress(f"{where}: step {step}/{n_steps}, train loss {logs['total']:.4f}{last}")
 
-        def on_eval(step: int, metrics: dict, state, val_f1=val_f1) -> None:
-            val_f1.append(metrics["f1"])
+        def on_eval(step: int, metrics: dict, state, val=val) -> None:
+            val.append(metrics[spec.metric])
 
         cb = Callbacks(on_log=on_log, on_eval=on_eval)
         result = train(model, inputs.train_loader, inputs.validation.loader, settings, device, callbacks=cb)
-        log(f"teacher {trial.teacher_key} seed {seed}: best val F1 {result.best_f1:.4f} at step {result.best_step}")
-        seeds.append({"seed": seed, "best_val_f1": result.best_f1, "best_step": result.best_step,
+        log(f"teacher {spec.key} seed {seed}: best val {name} {result.best_score:.4f} at step {result.best_step}")
+        seeds.append({"seed": seed, "best_val": result.best_score, "best_step": result.best_step,
                       "steps": result.steps, "train_loss": losses})
-        if best is None or result.best_f1 > best[0]:
-            best = (result.best_f1, seed)
+        if best is None or result.best_score > best[0]:
+            best = (result.best_score, seed)
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
         del model
     info = {
-        "key": trial.teacher_key,
-        "fields": trial.teacher_fields(),
+        "key": spec.key,
+        "fields": spec.hashed_fields(),
         "base_path": base,
         "label_names": names,
+        "metric": spec.metric,
         "best_seed": best[1],
-        "best_val_f1": best[0],
+        "best_val": best[0],
         "seeds": seeds,
         "train_seconds": time.time() - started,
     }
@@ -158,12 +156,11 @@ def load_info(path: Path) -> dict:
     return json.loads((path / DONE).read_text())
 
 
-def load_teacher(path: Path, eager: bool = True):
-    """The fine-tuned teacher, frozen; eager attention so KD can read attention probabilities."""
+def load_teacher(path: Path):
+    """The fine-tuned teacher, frozen (a KD trial switches its attention, kdtune.models.attention)."""
     from transformers import AutoModelForSequenceClassification
 
-    kw = {"attn_implementation": "eager"} if eager else {}
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kw)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
     return model.eval().requires_grad_(False)
 
 

@@ -1,9 +1,11 @@
 """The training loop: explicit, device-agnostic, no Ray and no MLflow.
 
 One function, `train`, fine-tunes a classifier with cross entropy (NON-KD) or with the TinyBERT
-losses against a frozen teacher (KD). It evaluates every `eval_steps` optimizer steps and at the
-end, keeps the weights with the best validation macro-F1, and tells the caller what happened
-through callbacks, so the same loop serves teachers, students, tests and the benchmark.
+losses against a frozen teacher (KD). It clips the gradient norm at `max_grad_norm` (transformers'
+Trainer default, 1.0), evaluates every `eval_steps` optimizer steps and at the end, keeps the
+weights with the best validation `metric` (macro-F1 or micro-F1; both are always computed), and
+tells the caller what happened through callbacks, so the same loop serves teachers, students,
+tests and the benchmark.
 
 Resuming: `TrainState` holds everything needed to continue bit-for-bit (step, optimizer,
 scheduler, best weights); each epoch's batch order depends only on (seed, epoch), so a resumed
@@ -13,6 +15,7 @@ run skips the batches it has already seen and continues with the same order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
@@ -21,8 +24,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score
 from transformers import get_linear_schedule_with_warmup
+
+from kdtune.metrics import scores
 
 
 class NonFiniteLoss(RuntimeError):
@@ -39,13 +43,24 @@ class TrainSettings:
     eval_steps: int = 5000
     log_steps: int = 50
     seed: int = 1
+    max_grad_norm: float = 1.0  # clip the global gradient norm, as transformers' Trainer; 0 = off
+    metric: str = "macro_f1"  # the validation score that picks the best checkpoint
     precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 otherwise
     compile: bool = False  # torch.compile the student and teacher (pays only for long runs)
+
+    @classmethod
+    def from_fields(cls, source, **overrides) -> "TrainSettings":
+        """Settings read from any object with same-named attributes (a trial, a teacher spec)."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in overrides]
+        return cls(**{n: getattr(source, n) for n in names if hasattr(source, n)}, **overrides)
 
 
 @dataclass
 class Distiller:
-    """What KD needs beside the student: the frozen teacher and how layers/heads/widths pair."""
+    """What KD needs beside the student: the frozen teacher and how layers/heads/widths pair.
+
+    With attention in the loss, both models run `kdtune.models.attention.use_kd_attention` (the
+    student reading every layer, the teacher the mapped ones), so maps are taken before dropout."""
 
     teacher: torch.nn.Module
     layer_map: list[int]
@@ -57,7 +72,7 @@ class Distiller:
 @dataclass
 class TrainState:
     step: int = 0
-    best_f1: float = -1.0
+    best_score: float = -1.0  # the best validation value of TrainSettings.metric
     best_step: int = 0
     best_weights: dict[str, torch.Tensor] | None = None
     optimizer: dict | None = None
@@ -67,7 +82,7 @@ class TrainState:
 
 @dataclass
 class TrainResult:
-    best_f1: float
+    best_score: float
     best_step: int
     steps: int
     history: list[dict]
@@ -158,9 +173,9 @@ def train(
 
     if n_steps == 0:
         metrics = evaluate(model, val_loader, device, settings.precision)
-        record_eval(model, state, 0, metrics)
+        record_eval(model, state, 0, metrics, settings.metric)
         callbacks.on_eval(0, metrics, state)
-        return TrainResult(state.best_f1, state.best_step, 0, state.history)
+        return TrainResult(state.best_score, state.best_step, 0, state.history)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if distiller is not None:
@@ -187,6 +202,8 @@ def train(
                     continue  # resumed mid-epoch: these batches were already trained on
                 losses = step_fn(batch)
                 losses["total"].backward()
+                if settings.max_grad_norm > 0:  # returns the norm before clipping, as Trainer logs it
+                    losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -206,7 +223,7 @@ def train(
                 if state.step % settings.eval_steps == 0 or last:
                     metrics = evaluate(model, val_loader, device, settings.precision)
                     model.train()
-                    record_eval(model, state, state.step, metrics)
+                    record_eval(model, state, state.step, metrics, settings.metric)
                     state.optimizer = optimizer.state_dict()
                     state.scheduler = scheduler.state_dict()
                     callbacks.on_eval(state.step, metrics, state)
@@ -216,13 +233,13 @@ def train(
 
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
-    return TrainResult(state.best_f1, state.best_step, state.step, state.history)
+    return TrainResult(state.best_score, state.best_step, state.step, state.history)
 
 
-def record_eval(model: torch.nn.Module, state: TrainState, step: int, metrics: dict) -> None:
+def record_eval(model: torch.nn.Module, state: TrainState, step: int, metrics: dict, metric: str) -> None:
     state.history.append({"step": step, **metrics})
-    if metrics["f1"] > state.best_f1:
-        state.best_f1, state.best_step = metrics["f1"], step
+    if metrics[metric] > state.best_score:
+        state.best_score, state.best_step = metrics[metric], step
         # A CPU copy: the live weights keep training on the device.
         state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -246,6 +263,8 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
 
     from kdtune.distill import kd_losses
 
+    from kdtune.models.attention import attention_by_layer
+
     w = distiller.weights
     # Ask the models only for what the loss reads: attention maps are (layers x B x H x L x L)
     # tensors, skipped when w_att = 0; hidden states when both w_hid and w_emb are 0.
@@ -259,6 +278,8 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
         flags = {"output_hidden_states": need_hid, "output_attentions": need_att}
         with autocast_for(device, precision):
             t_out = teacher_outputs(teacher, inputs, flags)
+            if need_att:  # the teacher hands back only the layers the loss reads
+                t_out.attentions = attention_by_layer(distiller.teacher, t_out.attentions)
             s_out = student(**inputs, **flags)
             losses = kd_losses(
                 s_out, t_out, batch["labels"], batch["attention_mask"], distiller.layer_map,
@@ -296,21 +317,6 @@ def predict(model, loader, device: torch.device, precision: str = "auto") -> tup
         golds.append(batch["labels"].cpu())
     model.train(was_training)
     return torch.cat(preds).numpy(), torch.cat(golds).numpy()
-
-
-def scores(preds: np.ndarray, golds: np.ndarray, languages: list[str] | None = None) -> dict[str, Any]:
-    """Macro-F1 and accuracy, plus macro-F1 per language when languages are given."""
-    out: dict[str, Any] = {
-        "f1": float(f1_score(golds, preds, average="macro", zero_division=0)),
-        "accuracy": float(accuracy_score(golds, preds)),
-    }
-    if languages is not None:
-        langs = np.asarray(languages)
-        out["per_language"] = {
-            lang: float(f1_score(golds[langs == lang], preds[langs == lang], average="macro", zero_division=0))
-            for lang in sorted(set(languages))
-        }
-    return out
 
 
 def evaluate(model, loader, device: torch.device, precision: str = "auto", languages=None) -> dict[str, Any]:

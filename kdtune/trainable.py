@@ -32,6 +32,7 @@ def run_trial(config: dict[str, Any]) -> None:
     from kdtune import trial as trial_lib
     from kdtune.teachers import ensure_teacher
     from kdtune.tracking.teachers import fetch_teacher, log_teacher
+    from kdtune.metrics import METRICS
     from kdtune.train import Callbacks, NonFiniteLoss, pick_device
 
     trial = make_trial(config["trial"])
@@ -60,22 +61,27 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.set_tags(run_id, {"kdtune.resumed_from_step": state.step})
         tracker.log_dict(run_id, built.copy_report.to_dict(), "copy_report.json")
         s_cfg, t_cfg = built.student.config, built.teacher.config
-        tracker.log_params(run_id, {  # the resolved shapes, where the config left them implicit
+        tracker.log_params(run_id, {  # the resolved shapes and choices, where the config left them implicit
             "student_layers": s_cfg.num_hidden_layers, "student_hidden": s_cfg.hidden_size,
+            "hidden_match_used": built.distiller.hidden_match.used if built.distiller else "none",
             "student_heads": s_cfg.num_attention_heads, "teacher_layers": t_cfg.num_hidden_layers,
             "teacher_hidden": t_cfg.hidden_size, "train_rows": built.inputs.train_rows,
         })
 
         def on_log(step: int, logs: dict[str, float]) -> None:
             metrics = {"train_loss": logs.pop("total"), "lr": logs.pop("lr")}
+            if "grad_norm" in logs:  # before clipping, as transformers' Trainer logs it
+                metrics["grad_norm"] = logs.pop("grad_norm")
             metrics.update({f"train_loss_{k}": v for k, v in logs.items()})
             tracker.log_metrics(run_id, metrics, step)
 
         def on_eval(step: int, metrics: dict[str, float], st) -> None:
-            tracker.log_metrics(run_id, {"val_f1": metrics["f1"], "val_accuracy": metrics["accuracy"]}, step)
+            val = {f"val_{m}": metrics[m] for m in METRICS}
+            tracker.log_metrics(run_id, val, step)
             if step > 0:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
-            report = {"val_f1": metrics["f1"], "best_val_f1": st.best_f1, "step": step, "node": node["kdtune.node_ip"]}
+            report = {**val, "metric": trial.metric, "best_val": st.best_score, "step": step,
+                      "node": node["kdtune.node_ip"]}
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "pointer.json").write_text(json.dumps({"path": str(ckpt_dir), "step": step}))
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -90,8 +96,9 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.end_run(run_id, "FINISHED")
         finished = True
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        tune.report({"val_f1": outcome.best_val_f1, "best_val_f1": outcome.best_val_f1,
-                     "test_f1": outcome.test["f1"], "step": outcome.steps})
+        tune.report({**{f"val_{m}": v for m, v in outcome.best_val.items()}, "metric": trial.metric,
+                     "best_val": outcome.best_val[trial.metric], "test": outcome.test[trial.metric],
+                     "step": outcome.steps})
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
         tracker.set_tags(run_id, {"kdtune.failure": str(exc)})
@@ -129,22 +136,24 @@ def attach_run(tracker: Tracker, trial, parent: str, sweep: str) -> tuple[str, i
 
 
 def log_outcome(tracker: Tracker, run_id: str, outcome, seconds: float) -> None:
-    metrics = {
-        "best_val_f1": outcome.best_val_f1,
-        "best_step": outcome.best_step,
-        "steps": outcome.steps,
-        "test_f1": outcome.test["f1"],
-        "test_accuracy": outcome.test["accuracy"],
-        "teacher_test_f1": outcome.teacher_test["f1"],
-        "teacher_test_accuracy": outcome.teacher_test["accuracy"],
-        "train_seconds": seconds,
-    }
-    metrics.update({f"test_f1/{lang}": v for lang, v in outcome.test["per_language"].items()})
+    """Both F1s everywhere (docs/fidelity.md): best validation, test, per language, the teacher on
+    the same test rows, and the majority-class baseline of those rows (the paper's random row)."""
+    from kdtune.metrics import METRICS
+
+    metrics = {"best_step": outcome.best_step, "steps": outcome.steps, "train_seconds": seconds}
+    for m in METRICS:
+        metrics[f"best_val_{m}"] = outcome.best_val[m]
+        metrics[f"test_{m}"] = outcome.test[m]
+        metrics[f"teacher_test_{m}"] = outcome.teacher_test[m]
+        metrics[f"majority_test_{m}"] = outcome.majority_test[m]
+        metrics.update({f"test_{m}/{lang}": v[m] for lang, v in outcome.test["per_language"].items()})
     tracker.log_metrics(run_id, metrics, outcome.steps)
     teacher_pl = outcome.teacher_test.get("per_language", {})
-    rows = [(lang, f"{v:.6f}", f"{teacher_pl.get(lang, float('nan')):.6f}")
+    nan = {m: float("nan") for m in METRICS}
+    rows = [(lang, *(f"{v[m]:.6f}" for m in METRICS), *(f"{teacher_pl.get(lang, nan)[m]:.6f}" for m in METRICS))
             for lang, v in outcome.test["per_language"].items()]
-    tracker.log_table_csv(run_id, ["language", "test_f1", "teacher_test_f1"], rows, "per_language.csv")
+    header = ["language", *(f"test_{m}" for m in METRICS), *(f"teacher_test_{m}" for m in METRICS)]
+    tracker.log_table_csv(run_id, header, rows, "per_language.csv")
 
 
 def inject_fault(run_name: str, attempt: int) -> None:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from kdtune.config import TrialConfig
 from kdtune.inputs import Inputs, build_inputs, load_splits
 from kdtune.teachers import cached_test_scores, load_info, load_teacher
+from kdtune.metrics import METRICS
 from kdtune.train import Callbacks, Distiller, TrainSettings, TrainState, seed_everything, train
 
 
@@ -39,27 +40,21 @@ class Built:
 
 @dataclass
 class Outcome:
-    best_val_f1: float
+    best_val: dict[str, float]  # both validation metrics at the checkpoint `trial.metric` chose
     best_step: int
     steps: int
     test: dict[str, Any]
     teacher_test: dict[str, Any]
-
-
-def settings_of(trial: TrialConfig) -> TrainSettings:
-    return TrainSettings(
-        epochs=trial.epochs, max_steps=trial.max_steps, lr=trial.lr, weight_decay=trial.weight_decay,
-        warmup_ratio=trial.warmup_ratio, eval_steps=trial.eval_steps, log_steps=trial.log_steps,
-        seed=trial.seed, precision=trial.precision, compile=trial.compile,
-    )
+    majority_test: dict[str, float]  # every row predicted as the test set's most frequent class
 
 
 def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
     from transformers import AutoModel, AutoTokenizer
 
     from kdtune.distill import HiddenMatch, KDWeights
-    from kdtune.models.student import build_student
+    from kdtune.models.attention import use_kd_attention
     from kdtune.models.layer_map import resolve_layer_map
+    from kdtune.models.student import build_student
 
     seed_everything(trial.seed)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
@@ -77,12 +72,16 @@ def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
     student, report = build_student(
         trial.init, teacher, base, layers=trial.layers, hidden=trial.hidden,
         layer_map=_layer_map(trial.layer_map), head_mode=trial.head_mode, seed=trial.seed,
+        hidden_dropout=trial.hidden_dropout, attention_dropout=trial.attention_dropout,
     )
     del base
     distiller = None
+    t_cfg, s_cfg = teacher.config, student.config
+    kd_attention = trial.kd and trial.epochs > 0 and trial.w_att > 0
+    use_kd_attention(student, range(s_cfg.num_hidden_layers) if kd_attention else (), trial.att_target)
     if trial.kd and trial.epochs > 0:
-        t_cfg, s_cfg = teacher.config, student.config
         layer_map = resolve_layer_map(_layer_map(trial.layer_map), t_cfg.num_hidden_layers, s_cfg.num_hidden_layers)
+        use_kd_attention(teacher, set(layer_map) if kd_attention else (), trial.att_target)
         distiller = Distiller(
             teacher=teacher,
             layer_map=layer_map,
@@ -115,16 +114,20 @@ def run(
     trial, inputs = built.trial, built.inputs
     seed_everything(trial.seed + (state.step if state else 0))
     result = train(
-        built.student, inputs.train_loader, inputs.validation.loader, settings_of(trial), device,
+        built.student, inputs.train_loader, inputs.validation.loader, TrainSettings.from_fields(trial), device,
         distiller=built.distiller, callbacks=callbacks, state=state,
     )
-    from kdtune.train import evaluate
+    from kdtune.metrics import majority_scores, scores
+    from kdtune.train import predict
 
-    test = evaluate(built.student, inputs.test.loader, device, trial.precision, inputs.test.languages)
+    preds, golds = predict(built.student, inputs.test.loader, device, trial.precision)
+    test = scores(preds, golds, inputs.test.languages)
     teacher_test = cached_test_scores(
         built.teacher_dir, built.teacher.to(device), inputs.test, trial.eval_partition, device, trial.precision
     )
-    return Outcome(result.best_f1, result.best_step, result.steps, test, teacher_test)
+    best = next(h for h in result.history if h["step"] == result.best_step)
+    best_val = {m: best[m] for m in METRICS}
+    return Outcome(best_val, result.best_step, result.steps, test, teacher_test, majority_scores(golds))
 
 
 # --- checkpoints (the trainable's resume state) ----------------------------------------------
@@ -144,7 +147,7 @@ def save_checkpoint(folder: Path, built: Built, state: TrainState, extra: dict) 
     if state.best_weights is not None:
         save_file(_untie(state.best_weights), tmp / "best.safetensors")
     torch.save({"optimizer": state.optimizer, "scheduler": state.scheduler}, tmp / "optim.pt")
-    meta = {"step": state.step, "best_f1": state.best_f1, "best_step": state.best_step,
+    meta = {"step": state.step, "best_score": state.best_score, "best_step": state.best_step,
             "history": state.history, **extra}
     (tmp / "meta.json").write_text(json.dumps(meta))
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
@@ -166,7 +169,7 @@ def load_checkpoint(folder: Path, built: Built) -> tuple[TrainState, dict]:
     optim = torch.load(folder / "optim.pt", weights_only=True)
     best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
     state = TrainState(
-        step=meta["step"], best_f1=meta["best_f1"], best_step=meta["best_step"], best_weights=best,
+        step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"], best_weights=best,
         optimizer=optim["optimizer"], scheduler=optim["scheduler"], history=meta["history"],
     )
     return state, meta

@@ -82,7 +82,7 @@ def test_terms_select_narrow_student(pair):
 
 def test_padding_is_excluded(pair):
     s, t = pair
-    base = kd_losses(s, t, LABELS, MASK, LMAP, KDWeights(), HiddenMatch(4, 8))
+    base = kd_losses(s, t, LABELS, MASK, LMAP, KDWeights(), HiddenMatch(4, 8, "select"))
     # change the teacher only at padded positions: nothing may move
     t2 = SimpleNamespace(
         attentions=tuple(a.clone() for a in t.attentions),
@@ -93,11 +93,11 @@ def test_padding_is_excluded(pair):
         a[1, :, :, 2:] += 5.0  # padded key columns
     for h in t2.hidden_states:
         h[1, 2:] -= 3.0
-    moved = kd_losses(s, t2, LABELS, MASK, LMAP, KDWeights(), HiddenMatch(4, 8))
+    moved = kd_losses(s, t2, LABELS, MASK, LMAP, KDWeights(), HiddenMatch(4, 8, "select"))
     for k in ("att", "hid", "emb", "total"):
         assert torch.equal(base[k], moved[k]), k
     # ... while without a mask they do count
-    nomask = kd_losses(s, t2, LABELS, None, LMAP, KDWeights(), HiddenMatch(4, 8))
+    nomask = kd_losses(s, t2, LABELS, None, LMAP, KDWeights(), HiddenMatch(4, 8, "select"))
     assert nomask["att"] > base["att"] and nomask["hid"] > base["hid"]
 
 
@@ -135,7 +135,7 @@ def test_skip_and_zero_weights(pair):
     w = KDWeights(att=0.0, hid=2.0, emb=0.5, pred=0.0, clf=3.0)
     # zero-weighted terms are not computed: empty attentions must not matter
     s2 = SimpleNamespace(attentions=(), hidden_states=s.hidden_states, logits=s.logits)
-    out = kd_losses(s2, t, LABELS, MASK, LMAP, w, HiddenMatch(4, 8))
+    out = kd_losses(s2, t, LABELS, MASK, LMAP, w, HiddenMatch(4, 8, "select"))
     assert out["att"].item() == 0 and out["pred"].item() == 0
     total = 2.0 * out["hid"].item() + 0.5 * out["emb"].item() + 3.0 * out["clf"].item()
     assert out["total"].item() == pytest.approx(total, rel=1e-6)
@@ -149,9 +149,9 @@ def test_errors(pair):
     with pytest.raises(ValueError, match="layer_map"):
         kd_losses(s, t, LABELS, MASK, [0, 1, 2], KDWeights(), HiddenMatch(4, 8))
     empty = SimpleNamespace(attentions=(), hidden_states=s.hidden_states, logits=s.logits)
-    with pytest.raises(ValueError, match="eager"):
+    with pytest.raises(ValueError, match="use_kd_attention"):
         kd_losses(empty, t, LABELS, MASK, LMAP, KDWeights(), HiddenMatch(4, 8))
-    assert HIDDEN_MATCH == ("select", "linear", "skip")
+    assert HIDDEN_MATCH == ("linear", "select", "skip")
 
 
 def test_gradients_reach_only_the_student():

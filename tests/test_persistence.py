@@ -64,9 +64,9 @@ def test_a_half_written_teacher_is_detected_and_rebuilt(tmp_path, kdtune_cache):
                          progress=lines.append)
     assert got == path and is_complete(path) and len(trained) == 1
     # progress: one line per log step (log_steps 5, teacher_max_steps 10); the only evaluation is
-    # at step 10, after that step's line, so no line carries a val F1 yet.
+    # at step 10, after that step's line, so no line carries a validation score yet.
     where = f"teacher {trial.teacher_key} seed 1"
-    assert lines[0].startswith(f"{where}: step 5/10, train loss ") and "val F1" not in lines[0]
+    assert lines[0].startswith(f"{where}: step 5/10, train loss ") and "val macro-F1" not in lines[0]
     assert lines[-1].startswith(f"{where}: step 10/10, train loss ")
     losses = [loss for _, loss in trained[0]["seeds"][0]["train_loss"]]
     assert [float(line.split("train loss ")[1].split(",")[0]) for line in lines] == pytest.approx(losses, abs=1e-4)
@@ -105,7 +105,7 @@ def test_trial_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path, kd
         assert torch.equal(fresh.student.state_dict()[k], v), k
     assert torch.equal(fresh.distiller.hidden_match.proj.weight, saved["proj"])
     assert state.optimizer["state"].keys() == saved["state"].optimizer["state"].keys()
-    assert state.best_f1 == saved["state"].best_f1
+    assert state.best_score == saved["state"].best_score
     assert set(load_file(ckpt / "best.safetensors")) == set(saved["weights"])
     # optimizer state is loaded with weights_only=True: only tensors and plain containers inside
     torch.load(ckpt / "optim.pt", weights_only=True)

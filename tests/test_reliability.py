@@ -176,4 +176,4 @@ def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, 
     stopped = [r for r in trials if r.info.status == "KILLED"]
     assert stopped and all("early" in r.data.tags["kdtune.stopped"] for r in stopped)
     assert all(float(r.data.params["lr"]) < 1e-6 for r in stopped)
-    assert all("test_f1" not in r.data.metrics for r in stopped)
+    assert all("test_macro_f1" not in r.data.metrics for r in stopped)

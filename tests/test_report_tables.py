@@ -19,7 +19,7 @@ from kdtune.report import build_report
 from kdtune.report.figures import mean_curve, moving_average, smoothing_window
 from kdtune.report.paper import format_paper, load_paper_numbers
 from kdtune.report.render import cell_markdown, format_score
-from kdtune.report.records import Cell
+from kdtune.report.records import Cell, project
 from kdtune.report.tables import table2, table3, table4, table5
 from kdtune.tracking.query import TrialRecord
 
@@ -99,13 +99,16 @@ _counter = iter(range(10**6))
 
 
 def rec(status: str = "FINISHED", test_f1: float = 0.5, metrics: dict | None = None, **params) -> TrialRecord:
+    """A trial record as MLflow gives it (current metric names), projected onto macro-F1 as the
+    report does before any table is built."""
     base = {"dataset": "massive", "init": "teacher", "layers": "6", "hidden": "768", "kd": "True",
             "train_partition": "all", "eval_partition": "all", "teacher_partition": "all", "fraction": "1.0",
             "seed": "1", "epochs": "30"}
     base.update({k: str(v) for k, v in params.items()})
     i = next(_counter)
-    return TrialRecord(run_id=f"run{i}", run_name=f"r{i}", experiment="x", status=status, start_time=i,
-                       params=base, metrics={"test_f1": test_f1, **(metrics or {})})
+    record = TrialRecord(run_id=f"run{i}", run_name=f"r{i}", experiment="x", status=status, start_time=i,
+                         params=base, metrics={"test_macro_f1": test_f1, **(metrics or {})})
+    return project([record], "macro_f1")[0]
 
 
 def test_table2_full_scale_shapes_match_paper_rows_and_synthetic_column():
@@ -159,9 +162,9 @@ def test_duplicate_seeds_keep_the_latest_run_and_mixed_settings_are_noted():
 def test_tables_3_4_5_select_by_partition_and_epochs():
     runs = [
         rec(train_partition="seen", eval_partition="unseen", teacher_partition="seen", test_f1=0.6,
-            metrics={"teacher_test_f1": 0.66}),
+            metrics={"teacher_test_macro_f1": 0.66}),
         rec(train_partition="english", eval_partition="unseen", teacher_partition="english", init="base", test_f1=0.4,
-            metrics={"teacher_test_f1": 0.55}),
+            metrics={"teacher_test_macro_f1": 0.55}),
         rec(train_partition="english", eval_partition="unseen", teacher_partition="english", kd=False, test_f1=0.3),
         rec(epochs=0, test_f1=0.35), rec(epochs=0, kd=False, seed=2, test_f1=0.37), rec(epochs=0, hidden=384, test_f1=0.1),
     ]
@@ -175,7 +178,8 @@ def test_tables_3_4_5_select_by_partition_and_epochs():
     without = t5.cell(("without_finetune",), "massive", None)
     assert without.values == pytest.approx((35.0, 37.0)) and without.paper == 38.05  # half width left out
     assert t5.cell(("with_finetune",), "massive", None).missing
-    assert not t5.cell(("random",), "tsm", None).applicable and t5.cell(("random",), "tsm", None).paper == 33.33
+    # these runs predate the majority baseline: the random row is empty, the paper's number stands
+    assert t5.cell(("random",), "tsm", None).missing and t5.cell(("random",), "tsm", None).paper == 33.33
 
 
 def test_build_report_without_finished_runs(tmp_path):
@@ -253,3 +257,32 @@ def test_tables_use_the_fraction_most_runs_use_and_note_a_reduced_dataset():
     full = table2([rec(fraction=1.0, test_f1=0.8), rec(fraction=0.2, test_f1=0.1)])
     assert full.cell(("teacher", "6", "768"), "massive", True).values == pytest.approx((80.0,))
     assert not any("training data" in n for n in full.notes)
+
+
+def test_projection_reads_both_metrics_and_stores_written_before_them():
+    from kdtune.report.records import LANG_SCORE, MAJORITY_SCORE, SCORE, TEACHER_SCORE
+
+    new = TrialRecord(run_id="a", run_name="a", experiment="x", status="FINISHED", metrics={
+        "test_macro_f1": 0.4, "test_micro_f1": 0.7, "teacher_test_macro_f1": 0.5, "teacher_test_micro_f1": 0.8,
+        "majority_test_macro_f1": 0.01, "majority_test_micro_f1": 0.07, "test_macro_f1/de-DE": 0.3,
+        "test_micro_f1/de-DE": 0.6})
+    old = TrialRecord(run_id="b", run_name="b", experiment="x", status="FINISHED", metrics={
+        "test_f1": 0.4, "test_accuracy": 0.7, "teacher_test_f1": 0.5, "teacher_test_accuracy": 0.8, "test_f1/de-DE": 0.3})
+    for metric, want in (("macro_f1", (0.4, 0.5, 0.3)), ("micro_f1", (0.7, 0.8, 0.6))):
+        got = project([new], metric)[0].metrics
+        assert (got[SCORE], got[TEACHER_SCORE], got[LANG_SCORE + "de-DE"]) == want
+        assert got[MAJORITY_SCORE] == {"macro_f1": 0.01, "micro_f1": 0.07}[metric]
+    legacy_macro = project([old], "macro_f1")[0].metrics
+    assert (legacy_macro[SCORE], legacy_macro[TEACHER_SCORE], legacy_macro[LANG_SCORE + "de-DE"]) == (0.4, 0.5, 0.3)
+    legacy_micro = project([old], "micro_f1")[0].metrics
+    assert (legacy_micro[SCORE], legacy_micro[TEACHER_SCORE]) == (0.7, 0.8)
+    assert LANG_SCORE + "de-DE" not in legacy_micro  # old stores logged per-language macro-F1 only
+
+
+def test_table5_random_row_is_the_logged_majority_baseline_in_the_chosen_metric():
+    runs = [rec(epochs=0, test_f1=0.35, metrics={"majority_test_macro_f1": 0.0044, "majority_test_micro_f1": 0.0703}),
+            rec(test_f1=0.8, seed=2, metrics={"majority_test_macro_f1": 0.0044, "majority_test_micro_f1": 0.0703})]
+    cell = table5(runs).cell(("random",), "massive", None)
+    assert cell.values == pytest.approx((0.44,)) and cell.paper == 7
+    micro = [project([r], "micro_f1")[0] for r in runs]
+    assert table5(micro).cell(("random",), "massive", None).values == pytest.approx((7.03,))

@@ -91,8 +91,8 @@ def test_grid_runs_are_nested_finished_and_fully_logged(env, first_run):
     for r in trials:
         for key in ("dataset", "init", "kd", "train_partition", "eval_partition", "fraction", "seed", "hidden", "layers"):
             assert key in r.data.params
-        assert 0 <= r.data.metrics["test_f1"] <= 1
-        assert {f"test_f1/{lang}" for lang in ("arabic", "english", "spanish")} <= set(r.data.metrics)
+        assert 0 <= r.data.metrics["test_macro_f1"] <= 1
+        assert {f"test_macro_f1/{lang}" for lang in ("arabic", "english", "spanish")} <= set(r.data.metrics)
         history = client.get_metric_history(r.info.run_id, "train_loss")
         assert len(history) >= 3 and history[0].step < history[-1].step
     # the YAML and the resolved grid are artifacts of the parent
@@ -122,7 +122,8 @@ def test_saved_student_reloads_and_reproduces_the_logged_test_f1(env, first_run,
     inputs = build_inputs(load_splits("tsm", str(shared_data)), "tsm", tok, train_partition="all",
                           eval_partition="all", fraction=0.05, seed=1, batch_size=32, max_length=48)
     scores = evaluate(model, inputs.test.loader, torch.device("cpu"), "fp32", inputs.test.languages)
-    assert scores["f1"] == pytest.approx(run.data.metrics["test_f1"], abs=1e-9)
+    assert scores["macro_f1"] == pytest.approx(run.data.metrics["test_macro_f1"], abs=1e-9)
+    assert scores["micro_f1"] == pytest.approx(run.data.metrics["test_micro_f1"], abs=1e-9)
 
 
 def test_rerun_skips_finished_trials_and_reattaches_to_the_parent(env, first_run, capsys):
@@ -164,7 +165,7 @@ def test_the_demo_sweep_file_runs_end_to_end(env, tmp_path):
     assert {r.info.status for r in children} == {"FINISHED"}
     assert {(r.data.params["init"], r.data.params["kd"]) for r in children} == {
         (i, k) for i in ("teacher", "base", "scratch") for k in ("True", "False")}
-    assert all("test_f1" in r.data.metrics and r.data.params["dataset"] == "synthetic" for r in children)
+    assert all("test_macro_f1" in r.data.metrics and r.data.params["dataset"] == "synthetic" for r in children)
 
 
 def test_build_inputs_takes_partitions_inside_the_languages_subset(env, first_run, shared_data):  # noqa: ARG001
@@ -203,4 +204,41 @@ def test_the_driver_shows_teacher_progress_while_it_waits(env, first_run):  # no
     assert progress, said  # 240 steps of the micro model take well over 5 s on 2 cores
     steps = [int(line.split(": step ")[1].split("/")[0]) for line in progress]
     assert steps == sorted(set(steps)) and all(line.split("/")[1].startswith("240, train loss") for line in progress)
-    assert said[-1].startswith(f"  teacher {key}: best val F1 ")
+    assert said[-1].startswith(f"  teacher {key}: best val macro_f1 ")
+
+
+def test_an_exact_copy_student_logs_zero_attention_loss_through_a_sweep(env, tmp_path):
+    """docs/fidelity.md: attention maps are taken before dropout. A student identical to its
+    teacher's first layer (same width, no hidden dropout; attention dropout at 0.1), in train
+    mode, logs train_loss_att 0 for both targets (later layers' maps legitimately differ under
+    attention dropout: tests/test_fidelity.py); a half-width KD student logs the learned W."""
+    from mlflow.tracking import MlflowClient
+
+    from kdtune.cli import main
+
+    sweep = tmp_path / "copy.yaml"
+    sweep.write_text(textwrap.dedent("""
+        name: exact-copy
+        tracking: {experiment: kdtune-fidelity}
+        fixed: {dataset: synthetic, base_model: preset:micro, init: teacher, kd: true, max_steps: 1, log_steps: 1,
+                eval_steps: 1, batch_size: 16, max_length: 32, teacher_max_steps: 20, teacher_batch_size: 32,
+                teacher_eval_steps: 20, hidden_dropout: 0.0, layers: 1, layer_map: [0]}
+        grid:
+          att_target: [probs, scores]
+          hidden: [null, 16]
+        resources: {cpu: 1}
+    """))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "store")]) == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kdtune-fidelity")
+    runs = client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'")
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    for r in runs:
+        assert {"test_macro_f1", "test_micro_f1", "majority_test_micro_f1", "best_val_micro_f1"} <= set(r.data.metrics)
+        if r.data.params["hidden"] == "None":  # the exact copy
+            assert r.data.params["hidden_match_used"] == "identity"
+            assert r.data.metrics["train_loss_att"] < 1e-10, r.data.params["att_target"]
+        else:
+            assert r.data.params["hidden_match"] == "linear" and r.data.params["hidden_match_used"] == "linear"
+            assert r.data.metrics["train_loss_att"] > 1e-6

@@ -10,6 +10,8 @@ import torch
 from sklearn.metrics import f1_score
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
+import kdtune.train as train_module
+from kdtune.metrics import majority_scores
 from kdtune.train import Callbacks, NonFiniteLoss, TrainSettings, TrainState, evaluate, train
 
 VOCAB, LABELS = 40, 3
@@ -65,8 +67,8 @@ def test_loss_decreases_and_model_learns():
                    callbacks=Callbacks(on_log=lambda s, l: logs.append(l["total"])))
     assert result.steps == 90
     assert logs[-1] < 0.5 * logs[0]
-    assert result.best_f1 > 0.9
-    assert independent_f1(model, val) == pytest.approx(result.best_f1)
+    assert result.best_score > 0.9
+    assert independent_f1(model, val) == pytest.approx(result.best_score)
 
 
 def test_best_checkpoint_is_the_max_validation_f1_and_is_loaded():
@@ -74,9 +76,9 @@ def test_best_checkpoint_is_the_max_validation_f1_and_is_loaded():
     val = batches(3, seed=8)
     settings = TrainSettings(epochs=4, lr=5e-3, eval_steps=2, log_steps=2)
     result = train(model, loader_by_epoch(4), val, settings, torch.device("cpu"))
-    f1s = [h["f1"] for h in result.history]
+    f1s = [h["macro_f1"] for h in result.history]
     assert len(f1s) == 8
-    assert result.best_f1 == max(f1s)
+    assert result.best_score == max(f1s)
     assert result.best_step == result.history[int(np.argmax(f1s))]["step"]  # first max wins
     # the model left in place is the best checkpoint, not the last one
     assert independent_f1(model, val) == pytest.approx(max(f1s))
@@ -88,7 +90,7 @@ def test_epochs_zero_only_evaluates_the_model_as_copied():
     val = batches(3, seed=9)
     result = train(model, loader_by_epoch(), val, TrainSettings(epochs=0), torch.device("cpu"))
     assert result.steps == 0
-    assert result.best_f1 == pytest.approx(independent_f1(model, val))
+    assert result.best_score == pytest.approx(independent_f1(model, val))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -139,5 +141,69 @@ def test_per_language_scores_match_sklearn_on_each_group():
     golds = torch.cat([b["labels"] for b in val])
     for i, lang in enumerate("ab"):
         sl = slice(16 * i, 16 * (i + 1))
-        assert out["per_language"][lang] == pytest.approx(f1_score(golds[sl], preds[sl], average="macro"))
-    assert TrainState().best_f1 < 0
+        assert out["per_language"][lang]["macro_f1"] == pytest.approx(f1_score(golds[sl], preds[sl], average="macro"))
+        assert out["per_language"][lang]["micro_f1"] == pytest.approx(float((golds[sl] == preds[sl]).float().mean()))
+    assert out["micro_f1"] == pytest.approx(float((golds == preds).float().mean()))
+    assert TrainState().best_score < 0
+
+
+def test_majority_scores_are_the_constant_majority_prediction():
+    golds = np.array([2, 2, 2, 0, 1, 2, 0, 1, 1, 2])  # class 2: 5 of 10
+    out = majority_scores(golds)
+    assert out["micro_f1"] == pytest.approx(0.5)
+    # macro: class 2 has precision 0.5, recall 1 -> F1 2/3; the other two classes score 0
+    assert out["macro_f1"] == pytest.approx((2 / 3) / 3)
+
+
+@pytest.mark.parametrize("metric, best_step", [("macro_f1", 4), ("micro_f1", 2)])
+def test_checkpoint_selection_follows_the_metric(monkeypatch, metric, best_step):
+    """Scripted validation scores on which the two F1s disagree: the kept checkpoint is the one
+    the chosen metric prefers, and its weights are the ones left in the model."""
+    script = iter([{"macro_f1": 0.5, "micro_f1": 0.9}, {"macro_f1": 0.7, "micro_f1": 0.6}])
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: next(script))
+    snapshots = {}
+    model = tiny_model(seed=5)
+    settings = TrainSettings(epochs=1, lr=5e-3, eval_steps=2, log_steps=2, metric=metric)
+    result = train(model, loader_by_epoch(4), [], settings, torch.device("cpu"),
+                   callbacks=Callbacks(on_eval=lambda step, m, st: snapshots.setdefault(step, copy.deepcopy(model.state_dict()))))
+    assert result.best_step == best_step
+    assert result.best_score == {"macro_f1": 0.7, "micro_f1": 0.9}[metric]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[best_step][k]), k
+
+
+def grad_norms_seen_by_optimizer(max_grad_norm: float, logs: list) -> list[float]:
+    """Train 3 steps of a model whose logits are scaled by 1e4 (huge gradients); return the global
+    gradient norm the optimizer received at each step, computed here from the .grad tensors."""
+    model = tiny_model(seed=6)
+    with torch.no_grad():
+        model.classifier.out_proj.weight.mul_(1e4)
+    seen = []
+    original = train_module.make_optimizer
+
+    def make_optimizer(params, settings, device):
+        opt = original(params, settings, device)
+        opt.register_step_pre_hook(lambda o, a, k: seen.append(float(torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for g in o.param_groups for p in g["params"] if p.grad is not None])))))
+        return opt
+
+    train_module.make_optimizer = make_optimizer
+    try:
+        settings = TrainSettings(epochs=1, max_steps=3, lr=1e-3, eval_steps=10, log_steps=1, max_grad_norm=max_grad_norm)
+        train(model, loader_by_epoch(4), batches(1, 1), settings, torch.device("cpu"),
+              callbacks=Callbacks(on_log=lambda step, l: logs.append(l)))
+    finally:
+        train_module.make_optimizer = original
+    return seen
+
+
+def test_gradient_norm_is_clipped_like_trainer():
+    logs = []
+    clipped = grad_norms_seen_by_optimizer(1.0, logs)
+    assert len(clipped) == 3 and all(n == pytest.approx(1.0, rel=1e-4) for n in clipped)
+    # the logged grad_norm is the norm before clipping (as Trainer logs it), far above the bound
+    assert all(log["grad_norm"] > 100 for log in logs)
+    unclipped_logs = []
+    unclipped = grad_norms_seen_by_optimizer(0.0, unclipped_logs)
+    assert unclipped[0] == pytest.approx(logs[0]["grad_norm"], rel=1e-4)  # same first step, unclipped
+    assert all("grad_norm" not in log for log in unclipped_logs)

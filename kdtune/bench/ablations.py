@@ -10,6 +10,8 @@ run, on the same built trial (the student's initial weights are restored before 
 - ``no-grad-teacher``: the teacher under ``torch.no_grad`` instead of ``inference_mode``;
 - ``unfused-adamw``: torch's default AdamW implementation instead of the fused kernel;
 - ``loop-loss``: the KD loss computed one layer at a time (same values, see `kd_losses_loop`);
+- ``eager-attention``: transformers' eager attention in every layer of both models (maps after
+  dropout, every teacher layer's map computed): the path before `kdtune.models.attention`;
 - ``one-thread``: one torch thread instead of one per CPU;
 - ``compile``: the opposite direction, `torch.compile` switched on (minutes of compilation on
   CPU; only when asked for by name).
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 VARIANTS = ("no-length-grouping", "pad-to-max", "plain-teacher", "no-grad-teacher", "unfused-adamw",
-            "loop-loss", "one-thread", "compile")
+            "loop-loss", "eager-attention", "one-thread", "compile")
 DEFAULT = tuple(v for v in VARIANTS if v != "compile")
 
 
@@ -96,6 +98,8 @@ def variant(name: str, built, prepared, pad_to: int):
         return patched(kdtune.train, "make_optimizer", unfused), built
     if name == "loop-loss":
         return patched(kdtune.distill, "kd_losses", kd_losses_loop), built
+    if name == "eager-attention":
+        return _eager_attention(built.student, built.distiller.teacher), built
     if name == "one-thread":
         return _threads(1), built
     if name == "compile":
@@ -116,6 +120,18 @@ def _restoring_teacher(built, inner):
             yield
     finally:
         built.distiller.teacher.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _eager_attention(*models):
+    before = [m.config._attn_implementation for m in models]
+    for m in models:
+        m.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        for m, name in zip(models, before):
+            m.set_attn_implementation(name)  # the read layers stay set on the modules
 
 
 @contextlib.contextmanager

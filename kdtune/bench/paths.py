@@ -187,6 +187,9 @@ def reference_path(student, teacher, rows, pad_id: int, pad_to: int, layer_map: 
                    seed: int) -> PathResult:
     """Time the TinyBERT-style loop: ``repeats`` samples of ``steps`` steps after one warm-up sample."""
     student = copy.deepcopy(student).to(device).train()
+    student.set_attn_implementation("eager")  # TinyBERT reads transformers' own attention maps
+    attention = teacher.config._attn_implementation
+    teacher.set_attn_implementation("eager")
     teacher.to(device).eval().requires_grad_(True)  # TinyBERT's teacher is not frozen, only detached
     hidden_match = hidden_match.to(device)
     data = padded_rows(rows, pad_id, pad_to)
@@ -217,5 +220,6 @@ def reference_path(student, teacher, rows, pad_id: int, pad_to: int, layer_map: 
                     step += 1
     finally:
         teacher.requires_grad_(False)
+        teacher.set_attn_implementation(attention)  # the read layers are kept on the modules
     return summarise(record, cuts[1:], EncoderShape.of(student), EncoderShape.of(teacher),
                      hidden_match.used == "linear")

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run group for the per-language table, over the default "
                              "kd=True,train_partition=all,eval_partition=all,teacher_partition=all "
                              "(and the data fraction most runs use, unless fraction=F is given)")
+    parser.add_argument("--metric", choices=("macro_f1", "micro_f1"), default="macro_f1",
+                        help="the F1 compared with the paper's numbers (default: macro_f1; see docs/fidelity.md)")
     parser.add_argument("--no-log-artifacts", action="store_true",
                         help="do not log the report folder to the sweep's parent run")
 
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         experiments=experiments,
         tracking_uri=uri,
         languages_filter=languages_filter,
+        metric=args.metric,
     )
     for warning in result.warnings:
         print(f"kdtune: warning: {warning}", file=sys.stderr)

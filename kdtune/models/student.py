@@ -16,8 +16,9 @@ caller's global RNG is untouched. Layer ``j`` of the student takes teacher layer
 (0-based; `kdtune.models.layer_map`). Shrinking dimensions use `kdtune.models.selection`:
 hidden and intermediate by uniform selection, attention dimensions by `head_mode`.
 
-The student is created with eager attention (KD needs attention probabilities). transformers does
-not save that choice in config.json: reload with ``attn_implementation="eager"`` for KD.
+The student is created with eager attention; a KD trial switches it (and the teacher) to
+`kdtune.models.attention`, which hands back the maps before attention dropout. transformers does
+not save the attention choice in config.json.
 """
 
 from __future__ import annotations
@@ -105,12 +106,15 @@ def _group(key: str) -> str:
     return ".".join(parts[:-1]) or key
 
 
-def student_config(teacher_config, layers: int | None = None, hidden: int | None = None, head_mode: str = "keep_heads"):
+def student_config(teacher_config, layers: int | None = None, hidden: int | None = None, head_mode: str = "keep_heads",
+                   hidden_dropout: float | None = None, attention_dropout: float | None = None):
     """A copy of the teacher's config, shrunk to `layers` and `hidden` (defaults: half the
     teacher's layers, rounded down but at least 1, and the teacher's width).
 
     The intermediate size scales with the width (``round(intermediate * hidden / teacher_hidden)``);
     the head count follows `head_mode`; labels (num_labels, id2label, label2id) are kept.
+    `hidden_dropout` (embeddings, layer outputs and, unless the config sets its own, the
+    classifier) and `attention_dropout` replace the teacher's values when given.
     """
     arch_for(teacher_config)
     t_layers = teacher_config.num_hidden_layers
@@ -129,6 +133,10 @@ def student_config(teacher_config, layers: int | None = None, hidden: int | None
     cfg.intermediate_size = max(1, round(Fraction(teacher_config.intermediate_size * hidden, t_hidden)))
     if getattr(cfg, "head_dim", None) is not None:
         cfg.head_dim = hidden // heads
+    if hidden_dropout is not None:
+        cfg.hidden_dropout_prob = hidden_dropout
+    if attention_dropout is not None:
+        cfg.attention_probs_dropout_prob = attention_dropout
     cfg._attn_implementation = "eager"
     return cfg
 
@@ -170,6 +178,8 @@ def build_student(
     layer_map: str | Sequence[int] = "paper",
     head_mode: str = "keep_heads",
     seed: int = 0,
+    hidden_dropout: float | None = None,
+    attention_dropout: float | None = None,
 ):
     """Return ``(student, CopyReport)``; see the module docstring for what each `init` copies.
 
@@ -182,7 +192,7 @@ def build_student(
         raise UsageError("teacher: a teacher model is required (it defines the architecture and labels)")
     check_head_mode(head_mode)
     spec = arch_for(teacher.config)
-    cfg = student_config(teacher.config, layers, hidden, head_mode)
+    cfg = student_config(teacher.config, layers, hidden, head_mode, hidden_dropout, attention_dropout)
     lmap = resolve_layer_map(layer_map, teacher.config.num_hidden_layers, cfg.num_hidden_layers)
     student = _fresh_student(cfg, seed)
     report = CopyReport(

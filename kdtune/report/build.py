@@ -7,7 +7,10 @@ so this module never talks to MLflow itself and is testable on plain records.
 Files (only those of the requested formats; earlier report files of these names in the folder
 are removed first so a stale figure is never shipped):
   report.md, table2.csv ... table5.csv, figure2.csv, figure2.png, figure3.png,
-  languages_<dataset>.csv, languages_<dataset>.png
+  languages_<dataset>.csv, languages_<dataset>.png, runs.csv (every FINISHED trial, both F1s)
+
+Every table, figure and language table compares one `metric` (`macro_f1`, the default, or
+`micro_f1`; `kdtune report --metric`); runs.csv holds both for every run and seed.
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ from pathlib import Path
 
 from kdtune.report import figures, render
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
-from kdtune.report.records import USED_STATUS, init_label
+from kdtune.metrics import METRICS
+from kdtune.report.records import LEGACY_NAMES, USED_STATUS, init_label, project
 from kdtune.report.tables import Table, all_tables
 from kdtune.tracking.query import TrialRecord
 
 FORMATS = ("md", "csv", "png")
-OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png")
+OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv")
+METRIC_WORDS = {"macro_f1": "macro-F1", "micro_f1": "micro-F1 (= accuracy)"}
 FIGURE_CONTEXT = "KD; train, test and teacher data: all languages; full-width students"
 INTRO = (
-    "All scores are test macro-F1 in percent: mean ± sample standard deviation over seeds, "
+    "All scores are test {metric} in percent: mean ± sample standard deviation over seeds, "
     "n = number of seeds (no ± for a single seed). Under each score, in small print: the number "
     "printed in the paper (arXiv 2406.16524) and Δ = ours − paper in F1 points. *missing*: no "
     "FINISHED run for that cell; –: not applicable (as in the paper)."
@@ -45,6 +50,7 @@ class ReportResult:
     warnings: list[str] = field(default_factory=list)
     status_counts: Counter = field(default_factory=Counter)
     languages_filter: dict[str, str] = field(default_factory=dict)
+    metric: str = "macro_f1"
 
 
 def _safe(name: str) -> str:
@@ -78,18 +84,20 @@ def build_report(
     experiments: list[str] | None = None,
     tracking_uri: str = "",
     languages_filter: dict[str, str] | None = None,
+    metric: str = "macro_f1",
 ) -> ReportResult:
-    """Write the report for `records` (trial runs of any status) into `out`."""
+    """Write the report for `records` (trial runs of any status) into `out`, comparing `metric`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _clean(out)
-    result = ReportResult(folder=out)
+    result = ReportResult(folder=out, metric=metric)
     result.status_counts = Counter(r.status for r in records)
-    used = [r for r in records if r.status == USED_STATUS]
+    used = project([r for r in records if r.status == USED_STATUS], metric)
     result.tables = all_tables(used)
     result.languages_filter = dict(languages_filter or DEFAULT_FILTER)
     result.languages = language_tables(used, result.languages_filter)
 
+    metric_name = METRIC_WORDS[metric].split(" ")[0]
     want_png = "png" in formats
     if want_png and not figures.have_matplotlib():
         result.warnings.append("matplotlib is not installed (pip install 'kdtune[report]'): PNG figures skipped")
@@ -101,7 +109,7 @@ def build_report(
     fig_paths: dict[str, Path | None] = {}
     if want_png:
         if fig2_data:
-            fig_paths["figure2"] = figures.draw_figure2(fig2_data, out / "figure2.png", FIGURE_CONTEXT)
+            fig_paths["figure2"] = figures.draw_figure2(fig2_data, out / "figure2.png", FIGURE_CONTEXT, metric_name)
         if fig3_groups and history is not None:
             run_ids = sorted({rid for by_init in fig3_groups.values() for ids in by_init.values() for rid in ids})
             fig_paths["figure3"] = figures.draw_figure3(
@@ -110,7 +118,8 @@ def build_report(
         for lang_table in result.languages:
             if lang_table.values:
                 name = f"languages_{_safe(lang_table.dataset)}"
-                fig_paths[name] = figures.draw_languages(lang_table, out / f"{name}.png", _filter_text(lang_table.filter))
+                fig_paths[name] = figures.draw_languages(lang_table, out / f"{name}.png", _filter_text(lang_table.filter),
+                                                         metric_name)
         result.files += [p for p in fig_paths.values() if p]
 
     if "csv" in formats:
@@ -124,6 +133,8 @@ def build_report(
                 result.files.append(
                     render.write_language_csv(lang_table, out / f"languages_{_safe(lang_table.dataset)}.csv")
                 )
+        if used:
+            result.files.append(_write_runs_csv(used, out / "runs.csv"))
 
     if "md" in formats:
         text = _markdown(result, used, fig2_data, fig3_groups, fig_paths, experiments or [], tracking_uri, formats)
@@ -131,6 +142,30 @@ def build_report(
         path.write_text(text, encoding="utf-8")
         result.files.insert(0, path)
     return result
+
+
+RUN_PARAMS = ("dataset", "init", "layers", "hidden", "kd", "train_partition", "eval_partition", "teacher_partition",
+              "languages", "fraction", "epochs", "seed", "metric")
+
+
+def _write_runs_csv(used: list[TrialRecord], path: Path) -> Path:
+    """One row per FINISHED trial: its setting and both F1s (test, teacher, majority baseline), so
+    every per-seed claim can be checked from the file. Empty where a run predates a metric."""
+    def value(rec: TrialRecord, stem: str, metric: str) -> str:
+        for name in (f"{stem}_{metric}", f"{stem}_{LEGACY_NAMES[metric]}"):
+            if name in rec.metrics:
+                return f"{rec.metrics[name]:.6f}"
+        return ""
+
+    stems = ("test", "teacher_test", "majority_test", "best_val")
+    header = ["run_id", "run_name", *RUN_PARAMS, *(f"{s}_{m}" for s in stems for m in METRICS)]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for rec in sorted(used, key=lambda r: r.run_name or r.run_id):
+            writer.writerow([rec.run_id, rec.run_name, *(rec.params.get(p, "") for p in RUN_PARAMS),
+                             *(value(rec, s, m) for s in stems for m in METRICS)])
+    return path
 
 
 def _filter_text(filter_: dict[str, str]) -> str:
@@ -165,7 +200,7 @@ def _markdown(
     if unused:
         names = ", ".join(f"`{r.run_name or r.run_id}`" for r in unused[:5]) + (", ..." if len(unused) > 5 else "")
         lines.append(f"- FINISHED runs that match no table or figure: {len(unused)} ({names})")
-    lines += ["", INTRO, ""]
+    lines += ["", INTRO.format(metric=METRIC_WORDS[result.metric]), ""]
 
     omitted = []
     for table in result.tables:
@@ -188,9 +223,10 @@ def _markdown(
             lines.append(f"- {table.title}: no FINISHED run matches ({table.selection}).")
         lines.append("")
 
-    lines += ["## Figure 2: test F1 against the amount of training data", ""]
+    words = METRIC_WORDS[result.metric]
+    lines += [f"## Figure 2: test {words} against the amount of training data", ""]
     if fig_paths.get("figure2"):
-        lines += [f"![Figure 2: test macro-F1 against training data fraction]({fig_paths['figure2'].name})", ""]
+        lines += [f"![Figure 2: test {words} against training data fraction]({fig_paths['figure2'].name})", ""]
         data = " Data: [figure2.csv](figure2.csv)." if "csv" in formats else ""
         lines.append(f"Run group: {FIGURE_CONTEXT}; error bars: ±1 sample std over seeds.{data}")
     elif not fig2_data:
@@ -215,7 +251,7 @@ def _markdown(
         if not lang_table.values:
             continue
         name = f"languages_{_safe(lang_table.dataset)}"
-        lines += [f"## Per-language test F1: {lang_table.dataset}", ""]
+        lines += [f"## Per-language test {words}: {lang_table.dataset}", ""]
         lines.append(f"Run group: {_filter_text(lang_table.filter)}, full-width students; mean over seeds (%).")
         if lang_table.baseline and "teacher" in lang_table.inits:
             lines.append(
@@ -228,7 +264,7 @@ def _markdown(
         lines += ["<details><summary>Per-language table</summary>", "", render.language_markdown(lang_table), "",
                   "</details>", ""]
     if not any(lt.values for lt in result.languages):
-        lines += ["## Per-language test F1", "", "No run of the chosen group logged `test_f1/<language>` metrics "
+        lines += [f"## Per-language test {words}", "", f"No run of the chosen group logged `test_{result.metric}/<language>` metrics "
                   f"({_filter_text(result.languages_filter)}).", ""]
 
     if result.warnings:

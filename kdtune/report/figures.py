@@ -2,7 +2,7 @@
 
 Run group for both figures (paper section 4: KD, the section 3.2 setup, full hidden size): train,
 test and teacher data all languages, KD, epochs > 0, full-width students, any data fraction.
-- Figure 2: test macro-F1 (percent) against the fraction of training data (percent, log axis),
+- Figure 2: the report's test metric (macro-F1 unless `metric` says micro-F1; percent) against the fraction of training data (percent, log axis),
   one line per init, error bars = sample std over seeds; one panel per dataset with >= 2 fractions.
 - Figure 3: training loss against optimizer step, one line per init (mean over seeds, band = min
   to max over seeds), one panel per (dataset, fraction); long curves are smoothed with a moving
@@ -157,7 +157,7 @@ def _style(init: str) -> tuple[str | None, str]:
     return INIT_STYLE.get(init, (None, "D"))
 
 
-def draw_figure2(data: list[FractionCurves], path: Path, context: str) -> Path:
+def draw_figure2(data: list[FractionCurves], path: Path, context: str, metric: str = "macro-F1") -> Path:
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     fig = _new_figure(5.2 * len(data), 4.2)
@@ -179,12 +179,12 @@ def draw_figure2(data: list[FractionCurves], path: Path, context: str) -> Path:
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlim(min(ticks) / 1.4, max(ticks) * 1.4)
         ax.set_xlabel("training data used (% of the training split, log scale)")
-        ax.set_ylabel("test macro-F1 (%)")
+        ax.set_ylabel(f"test {metric} (%)")
         ax.set_title(f"{panel.dataset}: test F1 vs training data size")
         ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]))  # F1 is never negative
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize=8, title="init (error bars: ±1 std)", title_fontsize=8)
-    fig.suptitle(f"Figure 2: test macro-F1 vs amount of training data\n{context}", fontsize=10)
+    fig.suptitle(f"Figure 2: test {metric} vs amount of training data\n{context}", fontsize=10)
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -238,7 +238,7 @@ def draw_figure3(
     return path
 
 
-def draw_languages(table: LanguageTable, path: Path, context: str) -> Path:
+def draw_languages(table: LanguageTable, path: Path, context: str, metric: str = "macro-F1") -> Path:
     """Heat map of per-language F1 (rows: languages by gain, columns: inits) + a gain bar chart."""
     import numpy as np
 
@@ -265,9 +265,9 @@ def draw_languages(table: LanguageTable, path: Path, context: str) -> Path:
                 if not np.isnan(grid[r, c]):
                     ax.text(c, r, f"{grid[r, c]:.1f}", ha="center", va="center", fontsize=6.5 if small else 8,
                             color="white" if grid[r, c] < threshold else "black")
-    fig.colorbar(image, ax=ax, label="test macro-F1 (%)", fraction=0.08, pad=0.02, aspect=30,
+    fig.colorbar(image, ax=ax, label=f"test {metric} (%)", fraction=0.08, pad=0.02, aspect=30,
                  shrink=0.6 if len(languages) > 12 else 1.0)
-    ax.set_title("per-language test macro-F1 (%)", fontsize=10)
+    ax.set_title(f"per-language test {metric} (%)", fontsize=10)
     if has_gain:
         gains = [table.gain(lang) if table.gain(lang) is not None else np.nan for lang in languages]
         colours = ["#0072B2" if lang in marked else "#9BB8D3" for lang in languages]

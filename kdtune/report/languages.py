@@ -2,7 +2,7 @@
 
 The group is chosen by a filter on params (default: the paper's Table 2 setting with KD: train,
 test and teacher data all languages, the the data fraction most runs use, epochs > 0) and
-restricted to full-width students. Per dataset: languages are rows (from the `test_f1/<language>` metrics), inits are
+restricted to full-width students. Per dataset: languages are rows (from the compared metric's per-language test scores, `test_<metric>/<language>`), inits are
 columns, each value the mean over seeds in percent; `gain` = from-teacher minus from-scratch (or
 minus from-base when no scratch run exists), in points. The top languages by gain are marked.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from kdtune.errors import UsageError
 from kdtune.report.records import (
+    LANG_SCORE,
     at_table_fraction,
     group_by,
     init_sort_key,
@@ -26,7 +27,7 @@ from kdtune.report.records import (
 )
 from kdtune.tracking.query import TrialRecord
 
-LANG_PREFIX = "test_f1/"
+LANG_PREFIX = LANG_SCORE
 DEFAULT_FILTER = {
     "kd": "True",
     "train_partition": "all",

@@ -4,7 +4,11 @@ Conventions:
 - Records are `kdtune.tracking.query.TrialRecord`s (params are MLflow strings). Typed accessors
   return None for a missing or unparsable value, so a run without a field never matches a filter
   on that field.
-- Scores are test macro-F1 stored as fractions in [0, 1]; cells hold them in percent.
+- Scores are fractions in [0, 1]; cells hold them in percent. A report compares one metric
+  (`macro_f1` or `micro_f1`): `project` puts that metric's values under neutral keys (`SCORE`,
+  `TEACHER_SCORE`, `MAJORITY_SCORE`, `LANG_SCORE` + language) once, so the tables, figures and
+  language tables never name a metric, and stores written before both F1s were logged (`test_f1`,
+  `test_accuracy`, ...) read the same way.
 - The sweep logs unset optional fields as the string "None": `teacher_partition` None means the
   student's own `train_partition`; `layers` None means half the teacher's layers and `hidden` None
   the teacher's hidden size (`TEACHER_WIDTH`, wider than any explicit size for sorting).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -32,6 +37,35 @@ TEACHER_LABEL = "from-base (Teacher)"
 USED_STATUS = "FINISHED"
 # Params that legitimately differ between the runs of one cell.
 PER_RUN_PARAMS = {"seed"}
+
+
+# Neutral keys of the compared metric (see `project`).
+SCORE, TEACHER_SCORE, MAJORITY_SCORE, LANG_SCORE = "score:test", "score:teacher_test", "score:majority_test", "score:test/"
+# What stores written before both F1s were logged call each metric (macro-F1 was "f1", micro-F1
+# was logged as accuracy; per-language scores were macro only).
+LEGACY_NAMES = {"macro_f1": "f1", "micro_f1": "accuracy"}
+
+
+def project(records: Iterable[TrialRecord], metric: str) -> list[TrialRecord]:
+    """Each record with `metric`'s test, teacher-test, majority and per-language scores copied
+    under the neutral keys (from the current names, else the legacy ones)."""
+    legacy = LEGACY_NAMES[metric]
+    out = []
+    for rec in records:
+        m = rec.metrics
+        extra = {}
+        for neutral, stem in ((SCORE, "test"), (TEACHER_SCORE, "teacher_test"), (MAJORITY_SCORE, "majority_test")):
+            for name in (f"{stem}_{metric}", f"{stem}_{legacy}"):
+                if name in m:
+                    extra[neutral] = m[name]
+                    break
+        for prefix in (f"test_{metric}/", f"test_{legacy}/"):
+            langs = {k[len(prefix):]: v for k, v in m.items() if k.startswith(prefix)}
+            if langs:
+                extra.update({LANG_SCORE + lang: v for lang, v in langs.items()})
+                break
+        out.append(dataclasses.replace(rec, metrics={**m, **extra}))
+    return out
 
 
 UNSET = ("", "none", "null")
@@ -212,7 +246,7 @@ class Cell:
 
 
 def seed_cell(
-    records: list[TrialRecord], metric: str = "test_f1", paper: float | int | None = None
+    records: list[TrialRecord], metric: str = SCORE, paper: float | int | None = None
 ) -> tuple[Cell, int]:
     """A cell from runs (one value per seed, latest run per seed) and how many duplicates it dropped."""
     latest: dict[str, TrialRecord] = {}
@@ -226,13 +260,14 @@ def seed_cell(
     return cell, len(scored) - len(latest)
 
 
-def teacher_cell(records: list[TrialRecord], paper: float | int | None = None) -> Cell:
-    """The teacher's score from its students' `teacher_test_f1`: one value per distinct teacher.
+def teacher_cell(records: list[TrialRecord], paper: float | int | None = None, key: str = TEACHER_SCORE) -> Cell:
+    """The teacher's score from its students' teacher-test score: one value per distinct teacher.
 
     Every student of one teacher logs the same number, so the distinct values are the teachers
-    (n counts teachers, not students).
+    (n counts teachers, not students). With `key=MAJORITY_SCORE`: the majority-class baseline of
+    each distinct test selection, the same way.
     """
-    values = sorted({round(r.metrics["teacher_test_f1"], 12) for r in records if "teacher_test_f1" in r.metrics})
+    values = sorted({round(r.metrics[key], 12) for r in records if key in r.metrics})
     return Cell(values=tuple(100.0 * v for v in values), paper=paper)
 
 

@@ -9,12 +9,14 @@ Selections (params as the sweep logs them; every table uses fraction 1.0 unless 
   full width. Rows init, one column per dataset.
 - Table 5: from-teacher full-width students, teacher_partition = eval_partition = all: "With
   Finetune" = KD, train all, epochs > 0; "Without Finetune" = epochs 0 (copy only; KD, training
-  partition and fraction do not matter there). Plus the paper's random-score row.
+  partition and fraction do not matter there). Plus the random-score row: every test row predicted
+  as the test set's most frequent class, scored with the report's metric (the paper's footnote 2).
 
 "Full width" is the widest student hidden size among a table's runs of that dataset (the paper's
 768); "half" is half of it (384). Paper numbers are matched by init and that width class, so a
 tiny-preset sweep (e.g. 2 layers x 32) is compared with the paper's 6 x 768 row of the same init.
-Teacher rows use the students' `teacher_test_f1` (the teacher on the same test selection).
+Teacher rows use the students' teacher-test score (the teacher on the same test selection).
+Every value is the report's metric (macro-F1 or micro-F1, `kdtune.report.records.project`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from kdtune.report import paper as paper_numbers
 from kdtune.report.paper import PAPER_DATASETS, Values
 from kdtune.report.records import (
+    MAJORITY_SCORE,
     TEACHER_LABEL,
     TEACHER_WIDTH,
     hidden_label,
@@ -163,7 +166,7 @@ def _teacher_note(records: list[TrialRecord]) -> str | None:
     if not records:
         return None
     return (
-        f"Teacher: fine-tuned from base_model {', '.join(bases)}; its score is the `teacher_test_f1` its "
+        f"Teacher: fine-tuned from base_model {', '.join(bases)}; its score is the teacher-test score its "
         "students logged on their test selection (n counts distinct teachers, not students)."
     )
 
@@ -381,11 +384,14 @@ def table5(trials: list[TrialRecord]) -> Table:
         if key in runs:
             by_col = _runs_by_column(runs[key], columns)
             row_cells = {col.key: cells.seeds(by_col[col.key], values.get(col.key)) for col in columns}
-        else:  # the random score exists only as the paper's number
-            row_cells = {col.key: Cell(paper=values.get(col.key), applicable=False) for col in columns}
+        else:  # the majority-class baseline its students logged for the same test rows
+            by_col = _runs_by_column(finetuned + copied, columns)
+            row_cells = {col.key: teacher_cell(by_col[col.key], values.get(col.key), key=MAJORITY_SCORE)
+                         for col in columns}
         table.rows.append(Row(labels=(TABLE5_LABELS.get(key, key),), keys=(key,), cells=row_cells))
     table.notes.append(
-        "Random Score is the paper's (all predictions = the majority class); kdtune does not compute it."
+        "Random Score: every test row predicted as the test set's most frequent class (the paper's footnote 2), "
+        "in the report's metric; runs logged before kdtune computed it leave the cell empty."
     )
     table.notes += data_notes(finetuned + copied) + cells.notes()
     return table

@@ -25,11 +25,12 @@ def log_teacher(tracker: Tracker, key: str, info: dict, folder: Path, sweep: str
     name = f"teacher/{fields['dataset']}/{fields['partition']}/{key[:8]}"
     run_id = tracker.start_run(name, {KIND: "teacher", CONFIG_HASH: key, SWEEP: sweep})
     tracker.log_params(run_id, {**fields, "best_seed": info["best_seed"]})
+    best = f"best_val_{info['metric']}"
     for seed in info["seeds"]:
         for step, loss in seed["train_loss"]:
             tracker.log_metrics(run_id, {f"train_loss_seed{seed['seed']}": loss}, step)
-        tracker.log_metrics(run_id, {f"best_val_f1_seed{seed['seed']}": seed["best_val_f1"]})
-    tracker.log_metrics(run_id, {"best_val_f1": info["best_val_f1"], "train_seconds": info["train_seconds"]})
+        tracker.log_metrics(run_id, {f"{best}_seed{seed['seed']}": seed["best_val"]})
+    tracker.log_metrics(run_id, {best: info["best_val"], "train_seconds": info["train_seconds"]})
     tracker.log_dict(run_id, info, "teacher.json")
     if not shares_disk(tracker.uri):
         tracker.log_folder(run_id, folder, "teacher")
