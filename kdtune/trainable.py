@@ -80,8 +80,10 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_metrics(run_id, val, step)
             if step > 0:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
-            report = {**val, "metric": trial.metric, "best_val": st.best_score, "step": step,
-                      "node": node["kdtune.node_ip"]}
+            # Only the trial's own metric goes to Ray: a scheduler set to another name then fails
+            # loudly (Ray's strict metric check) instead of comparing the wrong F1.
+            report = {f"val_{trial.metric}": metrics[trial.metric], "metric": trial.metric,
+                      "best_val": st.best_score, "step": step, "node": node["kdtune.node_ip"]}
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "pointer.json").write_text(json.dumps({"path": str(ckpt_dir), "step": step}))
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -96,9 +98,9 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.end_run(run_id, "FINISHED")
         finished = True
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        tune.report({**{f"val_{m}": v for m, v in outcome.best_val.items()}, "metric": trial.metric,
-                     "best_val": outcome.best_val[trial.metric], "test": outcome.test[trial.metric],
-                     "step": outcome.steps})
+        best = outcome.best_val[trial.metric]
+        tune.report({f"val_{trial.metric}": best, "metric": trial.metric, "best_val": best,
+                     "test": outcome.test[trial.metric], "step": outcome.steps})
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
         tracker.set_tags(run_id, {"kdtune.failure": str(exc)})

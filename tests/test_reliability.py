@@ -167,7 +167,10 @@ def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, 
     sweep = micro_sweep(tmp_path / "s.yaml", "asha", [1], extra)
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns"),
-                 "--set", "grid.lr=[3.0e-3, 1.0e-9, 2.0e-9]", "--set", "fixed.epochs=3"])
+                 "--set", "grid.lr=[3.0e-3, 1.0e-9, 2.0e-9]", "--set", "fixed.epochs=3",
+                 # not the default: ASHA must compare val_micro_f1 (Ray fails a trial whose results
+                 # lack the scheduler's metric)
+                 "--set", "fixed.metric=micro_f1"])
     assert code == 0
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("kdtune-reliability")
@@ -177,3 +180,4 @@ def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, 
     assert stopped and all("early" in r.data.tags["kdtune.stopped"] for r in stopped)
     assert all(float(r.data.params["lr"]) < 1e-6 for r in stopped)
     assert all("test_macro_f1" not in r.data.metrics for r in stopped)
+    assert all(r.data.params["metric"] == "micro_f1" for r in trials)
