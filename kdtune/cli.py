@@ -16,7 +16,7 @@ from kdtune.errors import UsageError
 COMMANDS = {
     "student": "make a student checkpoint by copying weights (no training)",
     "data": "show rows per language and label of a dataset selection",
-    "preset": "build the offline tiny model preset (tokenizer + small XLM-R + brief MLM)",
+    "preset": "build an offline model preset (tiny: tokenizer + small XLM-R + brief MLM; minilm: pretrained)",
     "sweep": "run a YAML sweep of trials with Ray Tune, tracked in MLflow",
     "report": "rebuild the paper's tables and figures from MLflow runs",
     "bench": "measure training throughput, MFU, padding efficiency and sweep overhead",

@@ -67,6 +67,7 @@ def describe(spec: SweepSpec, out: TextIO | None = None) -> None:
 def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | None) -> None:
     """Every check that needs no training; raises UsageError naming the key or file."""
     from kdtune import data
+    from kdtune.data.sources import expand
     from kdtune.tracking.runs import check_reachable
 
     where = spec.path
@@ -79,7 +80,7 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
             raise UsageError(f"{where}: resources.gpu: {spec.resources.gpu} asked for but this machine has no GPU; "
                              "set resources.gpu: 0 (or --set resources.gpu=0)")
     for t in spec.trials:
-        if t.data_dir is not None and not Path(t.data_dir).is_dir():
+        if t.data_dir is not None and not Path(expand(t.data_dir)).is_dir():
             raise UsageError(f"{where}: data_dir: {t.data_dir} is not a folder")
         for key in ("languages", "train_partition", "eval_partition", "teacher_partition"):
             value = getattr(t, key)
@@ -132,8 +133,12 @@ def base_config(base_model: str):
     """The base model's config: from a preset's spec, a local folder, or the local hub cache."""
     from transformers import AutoConfig, XLMRobertaConfig
 
-    from kdtune.models.preset import PREFIX, get_spec
+    from kdtune.models.preset import PREFIX, get_spec, is_packaged
 
+    if base_model.startswith(PREFIX) and is_packaged(base_model[len(PREFIX):]):
+        from kdtune.models.packaged import config
+
+        return config(base_model[len(PREFIX):])  # UsageError naming the install command if absent
     if base_model.startswith(PREFIX):
         _, p = get_spec(base_model[len(PREFIX):])
         return XLMRobertaConfig(hidden_size=p.hidden, num_hidden_layers=p.layers,
@@ -256,12 +261,15 @@ def prepare_presets(trials: list[TrialConfig], say: Callable) -> None:
     """Build the offline presets the trials name, here and visibly (once; then cached by content)."""
     import json
 
-    from kdtune.models.preset import PREFIX, build_preset
+    from kdtune.models.preset import PREFIX, build_preset, is_packaged
 
     for base, dataset, data_dir in sorted({(t.base_model, t.dataset, t.data_dir or "") for t in trials}):
         if not base.startswith(PREFIX):
             continue
-        say(f"  preset {base[len(PREFIX):]} on {dataset}: building or reusing (tokenizer + brief MLM, cached)")
+        if is_packaged(base[len(PREFIX):]):
+            say(f"  preset {base[len(PREFIX):]}: unpacking or reusing the pretrained model (cached)")
+        else:
+            say(f"  preset {base[len(PREFIX):]} on {dataset}: building or reusing (tokenizer + brief MLM, cached)")
         path = build_preset(base[len(PREFIX):], dataset, data_dir or None)
         info = json.loads((path / "preset.json").read_text())
         start, end = info.get("mlm_loss_start"), info.get("mlm_loss_end")

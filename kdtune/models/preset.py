@@ -26,6 +26,10 @@ the training text, format version); `<cache>` is `cache_dir`, else `KDTUNE_CACHE
 `~/.cache/kdtune`. Built in a temporary folder and renamed into place under a file lock, so two
 processes never build the same preset twice and nobody sees half a preset.
 
+Packaged presets (`kdtune.models.packaged`, e.g. `preset:minilm`): a real pretrained model from
+an installed pip package, the same for every dataset; cached as `<cache>/presets/<name>-<key>`,
+key = sha256 of (name, sha256 of the package's zip, format version), with the same lock and rename.
+
 Threads: small matrices gain little from many threads and lose a lot when the CPU is shared, so
 the build uses `KDTUNE_THREADS` threads if set, else max(1, min(4, cpu_count // 2)), and restores
 torch's setting afterwards.
@@ -48,6 +52,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kdtune.errors import UsageError
@@ -99,11 +104,31 @@ PRESETS: dict[str, PresetSpec] = {
 }  # fmt: skip
 
 
+def preset_names() -> tuple[str, ...]:
+    """Every preset name: the built ones (PRESETS) and the pip-packaged pretrained ones."""
+    from kdtune.models.packaged import PACKAGED
+
+    return (*PRESETS, *PACKAGED)
+
+
+def is_packaged(name) -> bool:
+    """Whether `name` is a pretrained model shipped as a pip package (`kdtune.models.packaged`)."""
+    from kdtune.models.packaged import PACKAGED
+
+    return isinstance(name, str) and name in PACKAGED
+
+
+def check_name(name) -> None:
+    if not isinstance(name, PresetSpec) and name not in preset_names():
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+
+
 def get_spec(name: str | PresetSpec) -> tuple[str, PresetSpec]:
     if isinstance(name, PresetSpec):
         return "custom", name
+    check_name(name)
     if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise UsageError(f"preset {name!r} is a packaged pretrained model and has no build spec")
     return name, PRESETS[name]
 
 
@@ -154,10 +179,11 @@ def build_preset(
     cache_dir: Path | None = None,
 ) -> Path:
     """Build (or reuse) the preset for `dataset`; return its folder (`out` if given, a copy)."""
-    from filelock import FileLock
-
     from kdtune import data
 
+    if is_packaged(name):  # pretrained weights: the same for every dataset
+        data.check_dataset(dataset)
+        return _copy_out(_packaged_preset(name, cache_dir), out)
     preset_name, spec = get_spec(name)
     data.check_dataset(dataset)
     memo_key = (preset_name, spec, dataset, str(data_dir), os.environ.get("KDTUNE_DATA_DIR"), str(_cache_root(cache_dir)))
@@ -166,22 +192,51 @@ def build_preset(
     splits = data.load(dataset, data_dir)
     fingerprint = text_fingerprint(splits["train"])
     key = preset_key(spec, dataset, fingerprint)
-    root = _cache_root(cache_dir) / "presets"
-    final = root / f"{preset_name}-{dataset}-{key}"
-    if not (final / "preset.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(root / f"{final.name}.lock")):
-            if not (final / "preset.json").is_file():
-                work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
-                try:
-                    _build(spec, splits, work / "preset", meta={
-                        "preset": preset_name, "dataset": dataset, "data_fingerprint": fingerprint,
-                        "key": key, "format": FORMAT_VERSION,
-                    })  # fmt: skip
-                    os.replace(work / "preset", final)
-                finally:
-                    shutil.rmtree(work, ignore_errors=True)
+    final = _cache_root(cache_dir) / "presets" / f"{preset_name}-{dataset}-{key}"
+    _build_once(final, lambda target: _build(spec, splits, target, meta={
+        "preset": preset_name, "dataset": dataset, "data_fingerprint": fingerprint,
+        "key": key, "format": FORMAT_VERSION,
+    }))  # fmt: skip
     _BUILT[memo_key] = final
+    return _copy_out(final, out)
+
+
+def _build_once(final: Path, build: Callable[[Path], None]) -> None:
+    """Run `build(target)` unless `final` is finished; under a file lock, renamed into place."""
+    from filelock import FileLock
+
+    if (final / "preset.json").is_file():
+        return
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{final.name}.lock")):
+        if not (final / "preset.json").is_file():
+            work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
+            try:
+                build(work / "preset")
+                os.replace(work / "preset", final)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+
+def _packaged_preset(name: str, cache_dir: Path | None) -> Path:
+    """The cached folder of a packaged pretrained preset; key = sha256 of its zip (+ format)."""
+    from kdtune.models import packaged
+
+    memo_key = (name, str(_cache_root(cache_dir)))
+    if memo_key in _BUILT and (_BUILT[memo_key] / "preset.json").is_file():
+        return _BUILT[memo_key]  # same process: skip re-hashing the 83 MB zip
+    zip_sha = packaged.sha256(packaged.zip_path(name))
+    blob = json.dumps({"preset": name, "zip": zip_sha, "format": FORMAT_VERSION}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    final = _cache_root(cache_dir) / "presets" / f"{name}-{key}"
+    meta = {"preset": name, "zip_sha256": zip_sha, "key": key, "format": FORMAT_VERSION}
+    _build_once(final, lambda target: packaged.build(name, target, meta))
+    _BUILT[memo_key] = final
+    return final
+
+
+def _copy_out(final: Path, out: Path | None) -> Path:
     if out is None:
         return final
     out = Path(out)
