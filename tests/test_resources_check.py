@@ -94,3 +94,23 @@ def test_a_request_no_alive_node_can_hold_is_said_at_once():
     w.update(waiting=1, running=0)
     assert len(said) == 1 and said[0].startswith("  no node can hold a trial now: 4 CPUs asked")
     assert "alive nodes have 2 CPUs" in said[0] and "waiting for a node that fits" in said[0]
+
+
+def test_tunes_step_callback_counts_pending_and_running_trials():
+    from types import SimpleNamespace
+
+    from kdtune.sweep import ProgressLines
+
+    fake, said = Fake([node(4)], {"CPU": 0}), []
+    lines = ProgressLines(said.append, total=3, watch=watch(fake, said))
+    trials = [SimpleNamespace(status=s) for s in ("PENDING", "PENDING", "TERMINATED")]
+    for t in range(0, 20):
+        fake.now = t
+        lines.on_step_begin(t, trials)
+    assert said == ["  waiting for 4 CPUs; the cluster has 0 free"]
+    trials[0].status = "RUNNING"  # one of the sweep's own trials holds the CPUs: nothing to say
+    lines.watch._last_line = None
+    for t in range(20, 40):
+        fake.now = t
+        lines.on_step_begin(t, trials)
+    assert len(said) == 1
