@@ -72,6 +72,8 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
     where = spec.path
     if not writable(store):
         raise UsageError(f"{where}: storage: {store} is not writable")
+    check_ray_address(address or os.environ.get("RAY_ADDRESS"))
+    check_cluster_fits(spec, address, store)  # early: locally it needs no heavy imports
     for t in spec.trials:
         if t.data_dir is not None and not Path(t.data_dir).is_dir():
             raise UsageError(f"{where}: data_dir: {t.data_dir} is not a folder")
@@ -85,8 +87,6 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
                 raise UsageError(f"{where}: {key}: {exc}") from None
     for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials}.values():
         check_student_shape(t, where)
-    check_ray_address(address or os.environ.get("RAY_ADDRESS"))
-    check_cluster_fits(spec, address, store)
     check_reachable(tracking_uri)  # a network round trip for a server
     fetch_hub_models(spec, where)  # last: may download a model (once, into the Hugging Face cache)
 
