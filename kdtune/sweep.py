@@ -73,12 +73,8 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
     where = spec.path
     if not writable(store):
         raise UsageError(f"{where}: storage: {store} is not writable")
-    if spec.resources.gpu > 0 and address is None and not os.environ.get("RAY_ADDRESS"):
-        import torch
-
-        if torch.cuda.device_count() == 0:
-            raise UsageError(f"{where}: resources.gpu: {spec.resources.gpu} asked for but this machine has no GPU; "
-                             "set resources.gpu: 0 (or --set resources.gpu=0)")
+    check_ray_address(address or os.environ.get("RAY_ADDRESS"))
+    check_cluster_fits(spec, address, store)  # early: locally it needs no heavy imports
     for t in spec.trials:
         if t.data_dir is not None and not Path(expand(t.data_dir)).is_dir():
             raise UsageError(f"{where}: data_dir: {t.data_dir} is not a folder")
@@ -92,8 +88,37 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
                 raise UsageError(f"{where}: {key}: {exc}") from None
     for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials}.values():
         check_student_shape(t, where)
-    check_ray_address(address or os.environ.get("RAY_ADDRESS"))
-    check_reachable(tracking_uri)  # last: for a server this is a network round trip
+    check_reachable(tracking_uri)  # a network round trip for a server
+    fetch_hub_models(spec, where)  # last: may download a model (once, into the Hugging Face cache)
+
+
+def check_cluster_fits(spec: SweepSpec, address: str | None, store: Path) -> None:
+    """One trial's resources must fit on a single node: the Ray cluster's, else this machine's counts."""
+    from kdtune.resources_check import fit_error, local_node, request_of
+
+    if address or os.environ.get("RAY_ADDRESS") or ("ray" in sys.modules and sys.modules["ray"].is_initialized()):
+        import ray
+
+        _init_ray(address, store)  # connecting starts nothing; the ray.nodes() it gives are what Ray schedules on
+        nodes, source = ray.nodes(), "the Ray cluster"
+    else:  # the local Ray starts later with this machine's CPUs and GPUs
+        nodes, source = [local_node(count_gpus=spec.resources.gpu > 0)], "this machine"
+    problem = fit_error(request_of(spec.resources), nodes, spec.path, source)
+    if problem:
+        raise UsageError(problem)
+
+
+def fetch_hub_models(spec: SweepSpec, where: str) -> None:
+    """Hub base models into the Hugging Face cache now, in the driver; then their shapes are checked too."""
+    from kdtune.models.resolve import fetch_base_model, is_hub_name
+
+    fetched = set()
+    for name in sorted({t.base_model for t in spec.trials if is_hub_name(t.base_model)}):
+        fetch_base_model(name, where)
+        fetched.add(name)
+    for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials
+              if t.base_model in fetched}.values():
+        check_student_shape(t, where)
 
 
 def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
@@ -298,9 +323,11 @@ def train_teachers(
     pending = {task.remote(t.to_dict(), str(store), spec.resources.cpu, tracker, spec.name, board): key
                for key, t in needed.items()}
     shown: dict[str, str] = {}
+    watch = _wait_watch(spec, say)
+    next_progress = time.monotonic() + progress_every_s
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=progress_every_s)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=min(progress_every_s, watch.poll_s))
             for ref in done:
                 key = pending.pop(ref)
                 info = ray.get(ref)
@@ -310,12 +337,26 @@ def train_teachers(
                     f"{info['train_seconds']:.0f} s)")
             if not done:
                 lines = ray.get(board.lines.remote())
-                for key in sorted(set(pending.values()) & set(lines)):
+                started = set(pending.values()) & set(lines)  # a task posts as soon as it starts
+                watch.update(waiting=len(pending) - len(started), running=len(started))
+                if time.monotonic() < next_progress:
+                    continue
+                next_progress = time.monotonic() + progress_every_s
+                for key in sorted(started):
                     if shown.get(key) != lines[key]:
                         shown[key] = lines[key]
                         say(f"  {lines[key]}")
     finally:
         ray.kill(board)
+
+
+def _wait_watch(spec: SweepSpec, say: Callable):
+    """Tells why queued teachers/trials do not start (see kdtune/resources_check.py)."""
+    import ray
+
+    from kdtune.resources_check import WaitWatch, request_of
+
+    return WaitWatch(request_of(spec.resources), say, lambda: (ray.nodes(), ray.available_resources()))
 
 
 class ProgressBoard:
@@ -346,6 +387,8 @@ def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str
         got.update(info)
         log_teacher(tracker, trial.teacher_key, info, folder, sweep)
 
+    if board is not None:  # the driver counts a teacher as running (not waiting for resources) from here
+        board.post.remote(trial.teacher_key, f"teacher {trial.teacher_key}: started")
     posted = [0.0]
 
     def progress(line: str) -> None:
@@ -385,7 +428,7 @@ def _run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, s
             storage_path=str(store / "ray"),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ProgressLines(say, len(todo))],
+            callbacks=[ProgressLines(say, len(todo), _wait_watch(spec, say))],
             verbose=0,
         ),
     )
@@ -456,9 +499,15 @@ except Exception:  # pragma: no cover - ray missing: only --dry-run works
 class ProgressLines(_TuneCallback):
     """One short line per trial event: started, evaluated, finished, failed."""
 
-    def __init__(self, say: Callable[[str], None], total: int):
+    def __init__(self, say: Callable[[str], None], total: int, watch=None):
         self.say, self.total, self.done, self.t0 = say, total, 0, time.time()
         self.placed: set[str] = set()
+        self.watch = watch  # a resources_check.WaitWatch: says why pending trials do not start
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.watch is not None:
+            status = [t.status for t in trials]
+            self.watch.update(waiting=status.count("PENDING"), running=status.count("RUNNING"))
 
     def _prefix(self) -> str:
         return f"[{time.time() - self.t0:7.1f}s {self.done}/{self.total}]"
