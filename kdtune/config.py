@@ -132,12 +132,6 @@ class TrialConfig:
         } | ({} if self.languages == "all" else {"languages": self.languages})
 
     @property
-    def needs_teacher(self) -> bool:
-        # The teacher also supplies the label set and architecture for every init, and its test
-        # score is logged beside every student, so every trial has one.
-        return True
-
-    @property
     def run_name(self) -> str:
         """Readable child-run name, e.g. massive/teacher/L6/h768/kd/all-all/data100%/s1."""
         layers = f"L{self.layers}" if self.layers else "Lhalf"  # the default: half the teacher's
@@ -230,7 +224,10 @@ def load_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Swee
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: sweep file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not a UTF-8 text file (byte {exc.start}); a sweep file is YAML text") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -23,7 +23,7 @@ import torch
 from filelock import FileLock
 
 from kdtune.config import TrialConfig
-from kdtune.inputs import build_inputs, load_splits
+from kdtune.inputs import load_splits, teacher_inputs
 from kdtune.train import Callbacks, TrainSettings, evaluate, pick_device, seed_everything, total_steps, train
 
 DONE = "teacher.json"
@@ -99,12 +99,7 @@ def fine_tune(
     seeds, best = [], None
     for seed in trial.teacher_seeds:
         seed_everything(seed)
-        inputs = build_inputs(
-            splits, trial.dataset, tokenizer,
-            train_partition=trial.resolved_teacher_partition, eval_partition=None, fraction=1.0,
-            seed=seed, batch_size=trial.teacher_batch_size, max_length=trial.max_length,
-            group_by_length=trial.group_by_length, languages=trial.languages,
-        )
+        inputs = teacher_inputs(splits, tokenizer, trial, seed)
         names = inputs.label_names
         model = AutoModelForSequenceClassification.from_pretrained(
             base, num_labels=len(names), id2label=dict(enumerate(names)),

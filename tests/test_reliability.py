@@ -14,7 +14,8 @@ import pytest
 
 from kdtune.cli import main
 
-FAULTS = "/s7:1,/s8:99"  # seed 7 fails once then succeeds; seed 8 always fails
+# seed 7 fails once, then succeeds; seed 8 runs out of (CUDA) memory on its first two attempts
+FAULTS = "/s7:1,/s8:2:oom"
 
 
 @pytest.fixture(scope="module")
@@ -56,34 +57,54 @@ def micro_sweep(path: Path, name: str, seeds: list[int], extra: str = "") -> Pat
 
 
 @pytest.mark.slow
-def test_a_flaky_trial_is_retried_into_one_finished_run_and_a_broken_one_fails_alone(tmp_path, ray_with_faults):
+def test_retries_failures_and_rerun_failed(tmp_path, ray_with_faults):
+    """Seed 6 runs, 7 is retried into one FINISHED run, 8 fails for good on OOM, 9 diverges (NaN:
+    failed at once, no retry); a rerun leaves the failures alone; --rerun-failed runs them again."""
     from mlflow.tracking import MlflowClient
 
-    sweep = micro_sweep(tmp_path / "s.yaml", "faults", [6, 7, 8])
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns")])
-    assert code == 1  # one trial failed for good: the command says so
+    extra = "overrides: [{match: {seed: 9}, set: {lr: 1.0e+30}}]\n"
+    sweep = micro_sweep(tmp_path / "s.yaml", "faults", [6, 7, 8, 9], extra)
+    argv = ["sweep", str(sweep), "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db", "--storage",
+            str(tmp_path / "mlruns")]
+    assert main(argv) == 1  # trials failed for good: the command says so
 
-    client = MlflowClient(uri)
+    client = MlflowClient(argv[3])
     exp = client.get_experiment_by_name("kdtune-reliability")
-    trials = client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'")
-    by_seed = {}
-    for r in trials:
-        by_seed.setdefault(r.data.params["seed"], []).append(r)
-    assert {s: len(rs) for s, rs in by_seed.items()} == {"6": 1, "7": 1, "8": 1}  # retries reuse the run
-    assert by_seed["6"][0].info.status == "FINISHED"
-    flaky = by_seed["7"][0]
-    assert flaky.info.status == "FINISHED" and flaky.data.tags["kdtune.attempts"] == "2"
-    broken = by_seed["8"][0]
-    assert broken.info.status == "FAILED" and broken.data.tags["kdtune.attempts"] == "2"
-    assert "injected fault" in broken.data.tags["kdtune.failure"]
-    error = Path(client.download_artifacts(broken.info.run_id, "error.txt", str(tmp_path))).read_text()
-    assert "Traceback" in error and "RuntimeError: injected fault" in error
 
-    # a rerun leaves the failed trial alone unless asked
-    code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns")])
-    assert code == 1
-    assert len(client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'")) == 3
+    def by_seed() -> dict:
+        runs = {}
+        for r in client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'"):
+            runs.setdefault(r.data.params["seed"], []).append(r)
+        assert {s: len(rs) for s, rs in runs.items()} == {"6": 1, "7": 1, "8": 1, "9": 1}  # retries reuse the run
+        return {s: rs[0] for s, rs in runs.items()}
+
+    first = by_seed()
+    assert first["6"].info.status == "FINISHED" and first["6"].data.tags["kdtune.attempts"] == "1"
+    flaky = first["7"]
+    assert flaky.info.status == "FINISHED" and flaky.data.tags["kdtune.attempts"] == "2"
+    oom = first["8"]
+    assert oom.info.status == "FAILED" and oom.data.tags["kdtune.attempts"] == "2"
+    assert oom.data.tags["kdtune.failure"].startswith("CUDA out of memory: ") and "injected fault" in oom.data.tags["kdtune.failure"]
+    error = Path(client.download_artifacts(oom.info.run_id, "error.txt", str(tmp_path))).read_text()
+    assert "Traceback" in error and "OutOfMemoryError: CUDA out of memory (injected fault" in error
+    nan = first["9"]
+    assert nan.info.status == "FAILED" and nan.data.tags["kdtune.attempts"] == "1"  # max_failures 1, not retried
+    assert nan.data.tags["kdtune.failure"].startswith("non-finite training loss at step ")
+
+    # a rerun leaves the failed trials alone unless asked
+    assert main(argv) == 1
+    assert {s: (r.info.status, r.info.end_time) for s, r in by_seed().items()} == \
+        {s: (r.info.status, r.info.end_time) for s, r in first.items()}
+
+    # --rerun-failed: the same runs again; seed 8 (no fault on its third attempt) now finishes
+    assert main([*argv, "--rerun-failed"]) == 1  # seed 9 diverges again
+    again = by_seed()
+    assert {s: r.info.run_id for s, r in again.items()} == {s: r.info.run_id for s, r in first.items()}
+    assert again["8"].info.status == "FINISHED" and again["8"].data.tags["kdtune.attempts"] == "3"
+    assert "test_f1" in again["8"].data.metrics
+    assert again["9"].info.status == "FAILED" and again["9"].data.tags["kdtune.attempts"] == "2"
+    for s in ("6", "7"):  # FINISHED trials are not touched
+        assert again[s].info.end_time == first[s].info.end_time
 
 
 # --- bad input: exit 2, one line naming the key or file, nothing written ------------------------
@@ -107,6 +128,7 @@ def case(yaml_text: str | None = None, args: tuple = (), sets: tuple = ()):
 BAD_INPUTS = {
     "missing sweep file": (case(None), "nope.yaml"),
     "invalid yaml": (case("fixed: {epochs: [1\n"), "not valid YAML"),
+    "binary file": (case(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff"), "s.yaml: not a UTF-8 text file"),
     "unknown top-level key": (case(GOOD + "gird: {}\n"), "gird: unknown key (did you mean 'grid'?)"),
     "unknown trial field": (case(GOOD, sets=("fixed.epoch=3",)), "fixed.epoch: unknown trial field (did you mean 'epochs'?)"),
     "wrong type": (case(GOOD, sets=("fixed.kd=maybe",)), "fixed.kd: expected true or false"),
@@ -143,7 +165,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(name, tmp_path, monk
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     sweep = "nope.yaml"
     if yaml_text is not None:
-        Path("s.yaml").write_text(yaml_text)
+        write = Path("s.yaml").write_bytes if isinstance(yaml_text, bytes) else Path("s.yaml").write_text
+        write(yaml_text)
         sweep = "s.yaml"
     argv = ["sweep", sweep, *args]
     for s in sets:

@@ -403,16 +403,11 @@ def _build(spec: PresetSpec, splits, target: Path, meta: dict) -> None:
         torch.set_num_threads(previous_threads)
 
     target.mkdir(parents=True)
-    from transformers.utils import logging as hf_logging
+    from kdtune.quiet import quiet_transformers
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():
         model.save_pretrained(target)
         tokenizer.save_pretrained(target)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     window = max(1, len(train_losses) // 10)
     info = dict(meta)
     info.update(
