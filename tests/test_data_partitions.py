@@ -104,7 +104,8 @@ def test_build_inputs_takes_partitions_inside_the_languages_subset(shared_data):
     """Rows only: any tokenizer will do (a micro one trained on a few tweets), no teacher or sweep."""
     from kdtune.config import make_trial
     from kdtune.inputs import build_inputs, load_splits
-    from kdtune.models.preset import PRESETS, train_tokenizer
+    from kdtune.models.preset import PRESETS
+    from kdtune.models.preset_tokenizer import train_tokenizer
 
     splits = load_splits("tsm", str(shared_data))
     tok = train_tokenizer(splits["train"]["text"][:200], PRESETS["micro"])

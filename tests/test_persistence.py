@@ -6,7 +6,6 @@ import copy
 import json
 import multiprocessing as mp
 import os
-from pathlib import Path
 
 import pytest
 import torch

@@ -58,7 +58,7 @@ def test_micro_preset_on_synthetic(micro, kdtune_cache, tmp_path, monkeypatch):
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     with monkeypatch.context() as m:
         m.setattr(preset, "_BUILT", {})
-        m.setattr(preset, "_build", lambda *a, **k: pytest.fail("a cached preset was built again"))
+        m.setattr(preset, "pretrain", lambda *a, **k: pytest.fail("a cached preset was built again"))
         assert build_preset("micro", "synthetic") == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
     # Deterministic: a fresh build elsewhere gives byte-identical tokenizer and weights.

@@ -161,11 +161,12 @@ def _random_teacher(name: str, train, labels: list[str], folder: Path, max_lengt
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    from kdtune.models.preset import PRESETS, _sample_per_language, train_tokenizer
+    from kdtune.models.preset import PRESETS
+    from kdtune.models.preset_tokenizer import sample_per_language, train_tokenizer
 
     hidden, layers, heads, intermediate, vocab = RANDOM_SHAPES[name]
     spec = dataclasses.replace(PRESETS["tiny"], vocab_size=8000, max_length=max_length)
-    tokenizer = train_tokenizer(_sample_per_language(train, 200, seed), spec)
+    tokenizer = train_tokenizer(sample_per_language(train, 200, seed), spec)
     config = XLMRobertaConfig(
         vocab_size=vocab or len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_length + 2,
