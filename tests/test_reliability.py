@@ -56,55 +56,79 @@ def micro_sweep(path: Path, name: str, seeds: list[int], extra: str = "") -> Pat
     return path
 
 
-@pytest.mark.slow
-def test_retries_failures_and_rerun_failed(tmp_path, ray_with_faults):
-    """Seed 6 runs, 7 is retried into one FINISHED run, 8 fails for good on OOM, 9 diverges (NaN:
-    failed at once, no retry); a rerun leaves the failures alone; --rerun-failed runs them again."""
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory, ray_with_faults):
+    """Seed 6 runs, 7 is retried into one FINISHED run, 8 fails for good on OOM, 9 diverges (NaN);
+    then the same command again, then again with --rerun-failed. Runs by seed after each."""
     from mlflow.tracking import MlflowClient
 
+    root = tmp_path_factory.mktemp("faults")
     extra = "overrides: [{match: {seed: 9}, set: {lr: 1.0e+30}}]\n"
-    sweep = micro_sweep(tmp_path / "s.yaml", "faults", [6, 7, 8, 9], extra)
-    argv = ["sweep", str(sweep), "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db", "--storage",
-            str(tmp_path / "mlruns")]
-    assert main(argv) == 1  # trials failed for good: the command says so
-
-    client = MlflowClient(argv[3])
-    exp = client.get_experiment_by_name("kdtune-reliability")
+    sweep = micro_sweep(root / "s.yaml", "faults", [6, 7, 8, 9], extra)
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    argv = ["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(root / "mlruns")]
+    client = MlflowClient(uri)
 
     def by_seed() -> dict:
+        exp = client.get_experiment_by_name("kdtune-reliability")
         runs = {}
         for r in client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'"):
             runs.setdefault(r.data.params["seed"], []).append(r)
         assert {s: len(rs) for s, rs in runs.items()} == {"6": 1, "7": 1, "8": 1, "9": 1}  # retries reuse the run
         return {s: rs[0] for s, rs in runs.items()}
 
-    first = by_seed()
+    out = {"root": root, "client": client, "codes": [main(argv)], "runs": [by_seed()]}
+    out["codes"].append(main(argv))  # a rerun leaves the failed trials alone
+    out["runs"].append(by_seed())
+    out["codes"].append(main([*argv, "--rerun-failed"]))
+    out["runs"].append(by_seed())
+    return out
+
+
+@pytest.mark.slow
+def test_a_flaky_trial_is_retried_into_one_finished_run(faults):
+    assert faults["codes"][0] == 1  # trials failed for good: the command says so
+    first = faults["runs"][0]
     assert first["6"].info.status == "FINISHED" and first["6"].data.tags["kdtune.attempts"] == "1"
-    flaky = first["7"]
-    assert flaky.info.status == "FINISHED" and flaky.data.tags["kdtune.attempts"] == "2"
-    oom = first["8"]
-    assert oom.info.status == "FAILED" and oom.data.tags["kdtune.attempts"] == "2"
-    assert oom.data.tags["kdtune.failure"].startswith("CUDA out of memory: ") and "injected fault" in oom.data.tags["kdtune.failure"]
-    error = Path(client.download_artifacts(oom.info.run_id, "error.txt", str(tmp_path))).read_text()
+    assert first["7"].info.status == "FINISHED" and first["7"].data.tags["kdtune.attempts"] == "2"
+
+
+@pytest.mark.slow
+def test_out_of_memory_fails_for_good_and_is_named_in_the_failure_tag(faults):
+    oom = faults["runs"][0]["8"]
+    assert oom.info.status == "FAILED" and oom.data.tags["kdtune.attempts"] == "2"  # max_failures 1
+    tag = oom.data.tags["kdtune.failure"]
+    assert tag.startswith("CUDA out of memory: ") and "injected fault" in tag
+    error = Path(faults["client"].download_artifacts(oom.info.run_id, "error.txt", str(faults["root"]))).read_text()
     assert "Traceback" in error and "OutOfMemoryError: CUDA out of memory (injected fault" in error
-    nan = first["9"]
-    assert nan.info.status == "FAILED" and nan.data.tags["kdtune.attempts"] == "1"  # max_failures 1, not retried
+
+
+@pytest.mark.slow
+def test_a_nan_loss_fails_the_trial_at_once_without_a_retry(faults):
+    nan = faults["runs"][0]["9"]
+    assert nan.info.status == "FAILED" and nan.data.tags["kdtune.attempts"] == "1"  # max_failures 1, not used
     assert nan.data.tags["kdtune.failure"].startswith("non-finite training loss at step ")
 
-    # a rerun leaves the failed trials alone unless asked
-    assert main(argv) == 1
-    assert {s: (r.info.status, r.info.end_time) for s, r in by_seed().items()} == \
+
+@pytest.mark.slow
+def test_a_rerun_leaves_failed_trials_alone(faults):
+    first, again = faults["runs"][0], faults["runs"][1]
+    assert faults["codes"][1] == 1
+    assert {s: (r.info.status, r.info.end_time) for s, r in again.items()} == \
         {s: (r.info.status, r.info.end_time) for s, r in first.items()}
 
-    # --rerun-failed: the same runs again; seed 8 (no fault on its third attempt) now finishes
-    assert main([*argv, "--rerun-failed"]) == 1  # seed 9 diverges again
-    again = by_seed()
-    assert {s: r.info.run_id for s, r in again.items()} == {s: r.info.run_id for s, r in first.items()}
-    assert again["8"].info.status == "FINISHED" and again["8"].data.tags["kdtune.attempts"] == "3"
-    assert "test_f1" in again["8"].data.metrics
-    assert again["9"].info.status == "FAILED" and again["9"].data.tags["kdtune.attempts"] == "2"
+
+@pytest.mark.slow
+def test_rerun_failed_runs_failed_trials_again_in_their_runs(faults):
+    first, last = faults["runs"][0], faults["runs"][2]
+    assert faults["codes"][2] == 1  # seed 9 diverges again
+    assert {s: r.info.run_id for s, r in last.items()} == {s: r.info.run_id for s, r in first.items()}
+    # seed 8's third attempt has no fault: it finishes
+    assert last["8"].info.status == "FINISHED" and last["8"].data.tags["kdtune.attempts"] == "3"
+    assert "test_f1" in last["8"].data.metrics
+    assert last["9"].info.status == "FAILED" and last["9"].data.tags["kdtune.attempts"] == "2"
     for s in ("6", "7"):  # FINISHED trials are not touched
-        assert again[s].info.end_time == first[s].info.end_time
+        assert last[s].info.end_time == first[s].info.end_time
 
 
 # --- bad input: exit 2, one line naming the key or file, nothing written ------------------------
