@@ -186,7 +186,7 @@ def test_kdtune_batches_without_token_types_match_the_tokenizers(models):
 
 
 def test_missing_package_is_one_line_with_the_install_command(monkeypatch, capsys):
-    from kdtune.sweep import base_config
+    from kdtune.sweep.preflight import base_config
 
     absent = packaged.PackagedModel(distribution="kdtune-no-such-distribution", version="9.9",
                                     member="x/model.zip", source="nobody/none", license="none")
@@ -201,7 +201,7 @@ def test_missing_package_is_one_line_with_the_install_command(monkeypatch, capsy
 
 
 def test_base_config_for_preflight_is_read_from_the_zip():
-    from kdtune.sweep import base_config
+    from kdtune.sweep.preflight import base_config
 
     config = base_config("preset:minilm")
     assert (config.model_type, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,

@@ -74,7 +74,8 @@ def test_the_driver_says_what_queued_work_waits_for_then_runs_it(tmp_path, clust
     from kdtune import resources_check
     from kdtune.config import load_sweep
     from kdtune.models.preset import build_preset
-    from kdtune.sweep import ProgressBoard, run_sweep
+    from kdtune.sweep import run_sweep
+    from kdtune.sweep.teachers import ProgressBoard
 
     monkeypatch.setattr(resources_check, "GRACE_S", 1.0)
     monkeypatch.setattr(resources_check, "POLL_S", 0.5)

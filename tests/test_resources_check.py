@@ -99,7 +99,7 @@ def test_a_request_no_alive_node_can_hold_is_said_at_once():
 def test_tunes_step_callback_counts_pending_and_running_trials():
     from types import SimpleNamespace
 
-    from kdtune.sweep import ProgressLines
+    from kdtune.sweep.tuner import ProgressLines
 
     fake, said = Fake([node(4)], {"CPU": 0}), []
     lines = ProgressLines(said.append, total=3, watch=watch(fake, said))

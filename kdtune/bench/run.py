@@ -58,8 +58,14 @@ def load_average() -> list[float] | None:
 
 
 def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None) -> dict:
+    from kdtune.quiet import quiet_transformers
+
+    with quiet_transformers():  # "Loading weights" bars on every from_pretrained
+        return _run_bench(opts, log)
+
+
+def _run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict:
     import torch
-    from transformers.utils import logging as hf_logging
 
     from kdtune.bench import matmul
     from kdtune.bench.ablations import VARIANTS
@@ -94,8 +100,6 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
         },
     }
     tmp = tempfile.TemporaryDirectory(prefix="kdtune-bench-", dir=opts.workdir)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Loading weights" bars on every from_pretrained
     try:
         workdir = Path(tmp.name)
         rows = opts.batch_size * EPOCH_BATCHES
@@ -180,8 +184,6 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
                                              max_length=pad_to, log=log)
     finally:
         torch.set_num_threads(previous_threads)
-        if bars:
-            hf_logging.enable_progress_bar()
         tmp.cleanup()
     result["machine"]["load_average_end"] = load_average()
     result["goals"] = goals(result)
@@ -195,7 +197,7 @@ def _autocasts(ctx) -> bool:
 
 
 def goals(result: dict) -> dict:
-    """Each goal of issue 9 with its measured value and whether it is met."""
+    """Each performance goal (`GOALS`) with its measured value and whether it is met."""
     out = {
         "speedup": {"target": GOALS["speedup"], "measured": result["speedup"]["median"]},
         "mfu": {"target": GOALS["mfu"], "measured": result["kdtune"]["mfu"]["median"]},
