@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from kdtune.config import SweepSpec, TrialConfig, make_trial
 from kdtune.errors import UsageError
+from kdtune.trainable import DIVERGED, run_trial
 
 
 def init_ray(address: str | None, store: Path) -> None:
@@ -38,8 +39,6 @@ def init_ray(address: str | None, store: Path) -> None:
 def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, store: Path, say: Callable):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-
-    from kdtune.trainable import run_trial
 
     ctx = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent": parent,
            "store": str(store), "cpus": spec.resources.cpu, "sweep": spec.name}
@@ -88,6 +87,9 @@ class ProgressLines(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "val_f1" not in result:
+            return
+        if result.get(DIVERGED):
+            self.say(f"{self._prefix()} FAILED {trial_label(trial.config)} (non-finite loss; see the run's error.txt)")
             return
         if trial.trial_id not in self.placed and result.get("node"):
             self.placed.add(trial.trial_id)
