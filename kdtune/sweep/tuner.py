@@ -32,7 +32,9 @@ def init_ray(address: str | None, store: Path) -> None:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UsageError(f"--address {address}: could not connect to the Ray cluster ({first})") from None
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+        # "local": a Ray of its own, even where another one runs on this machine (a bare init
+        # would join the latest one started, and refuse num_cpus there)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  object_store_memory=256 * 1024**2, configure_logging=False)
 
 
