@@ -19,10 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kdtune.models.preset import build_preset, get_spec, load_preset_info
+    from kdtune.models.preset_mlm import log as progress
 
     get_spec(args.name)  # unknown names fail before any data is read
     # A build takes minutes: show its progress on stderr while this command runs.
-    progress = logging.getLogger("kdtune.models.preset")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     previous_level = progress.level
