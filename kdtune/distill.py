@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from kdtune.config import HIDDEN_MATCH
 from kdtune.errors import UsageError
 from kdtune.models.selection import head_map as select_heads, uniform_indices
+
 TERMS = ("att", "hid", "emb", "pred", "clf")
 
 

@@ -25,6 +25,7 @@ from kdtune.tracking.tags import (
 )
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
+DIVERGED = "diverged"  # the result key of a trial a non-finite loss ended
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -107,6 +108,9 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.set_tags(run_id, {FAILURE: str(exc)})
         tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         tracker.end_run(run_id, "FAILED")
+        # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
+        # its metric, as one that diverges before its first evaluation would: it scores nothing.
+        tune.report({"val_f1": 0.0, DIVERGED: 1})
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not finished:

@@ -125,7 +125,8 @@ def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp
         assert now.data.tags["kdtune.attempts"] == "1"
     for config_hash, step in in_flight.items():  # resumed from its checkpoint, in the run it had
         (run,) = [r for r in finished if r.data.tags["kdtune.config_hash"] == config_hash]
-        assert run.info.run_id in before and run.data.tags["kdtune.resumed_from_step"] == str(step)
+        # (>=: the killed driver's worker may outlive it by a moment and save a later evaluation)
+        assert run.info.run_id in before and int(run.data.tags["kdtune.resumed_from_step"]) >= step > 0
         assert run.data.tags["kdtune.attempts"] == "2"
     # every trial ran its full schedule once: the step count logged at the end is the schedule's
     assert len({r.data.metrics["steps"] for r in finished}) == 1

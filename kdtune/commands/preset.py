@@ -22,12 +22,12 @@ def run(args: argparse.Namespace) -> int:
 
     from kdtune.errors import UsageError
     from kdtune.models.preset import build_preset, check_name, is_packaged, load_preset_info
+    from kdtune.models.preset_mlm import log as progress
 
     check_name(args.name)  # unknown names fail before any data is read
     if args.dataset is None and not is_packaged(args.name):
         raise UsageError(f"--dataset is required for preset {args.name} (its tokenizer and MLM use the dataset's text)")
     # A build takes minutes: show its progress on stderr while this command runs.
-    progress = logging.getLogger("kdtune.models.preset")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     previous_level = progress.level

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
 from kdtune.errors import UsageError
 from kdtune.models.preset_tokenizer import sample_per_language, train_tokenizer
 
-log = logging.getLogger("kdtune.models.preset")
+log = logging.getLogger(__name__)  # `kdtune preset` shows it on stderr
 
 
 def _threads() -> int:

@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from kdtune.config import SweepSpec, TrialConfig, make_trial
 from kdtune.errors import UsageError
+from kdtune.trainable import DIVERGED, run_trial
 
 
 def init_ray(address: str | None, store: Path) -> None:
@@ -31,15 +32,15 @@ def init_ray(address: str | None, store: Path) -> None:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UsageError(f"--address {address}: could not connect to the Ray cluster ({first})") from None
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+        # "local": a Ray of its own, even where another one runs on this machine (a bare init
+        # would join the latest one started, and refuse num_cpus there)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  object_store_memory=256 * 1024**2, configure_logging=False)
 
 
 def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, store: Path, say: Callable):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-
-    from kdtune.trainable import run_trial
 
     ctx = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent": parent,
            "store": str(store), "cpus": spec.resources.cpu, "sweep": spec.name}
@@ -104,6 +105,9 @@ class ProgressLines(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metric = result.get("metric")
         if not metric:
+            return
+        if result.get(DIVERGED):
+            self.say(f"{self._prefix()} FAILED {trial_label(trial.config)} (non-finite loss; see the run's error.txt)")
             return
         if trial.trial_id not in self.placed and result.get("node"):
             self.placed.add(trial.trial_id)
