@@ -214,7 +214,7 @@ def test_the_demo_sweep_file_runs_end_to_end(env, tmp_path):
     assert all("test_f1" in r.data.metrics and r.data.params["dataset"] == "synthetic" for r in children)
 
 
-def test_the_driver_shows_teacher_progress_while_it_waits(env, first_run):  # noqa: ARG001
+def test_the_driver_shows_teacher_progress_while_it_waits(env):
     from kdtune.config import load_sweep
     from kdtune.sweep.teachers import train_teachers
     from kdtune.teachers import is_complete, teacher_path
