@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,  # not another Ray here
              object_store_memory=128 * 1024**2, configure_logging=False)
     yield
     ray.shutdown()
