@@ -23,7 +23,7 @@ def ray_with_faults(kdtune_cache):
     import ray
 
     os.environ["KDTUNE_FAULT"] = FAULTS
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,  # not another Ray here
              object_store_memory=128 * 1024**2, configure_logging=False)
     yield
     ray.shutdown()
@@ -228,3 +228,40 @@ def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, 
     assert all(float(r.data.params["lr"]) < 1e-6 for r in stopped)
     assert all("test_macro_f1" not in r.data.metrics for r in stopped)
     assert all(r.data.params["metric"] == "micro_f1" for r in trials)
+
+
+def test_a_second_driver_of_a_running_sweep_exits_2_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    """The lease check at the command line, with a live process of this host holding the lease."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from kdtune.sweep.lease import live_holder
+    from kdtune.tracking.runs import Tracker
+
+    monkeypatch.chdir(tmp_path)  # the default store, ./mlruns, is the one both drivers use
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    Path("s.yaml").write_text(GOOD)
+    tracker = Tracker.open(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "kdtune-bad")
+    parent, _ = tracker.sweep_run("bad")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # the live driver
+    try:
+        tracker.set_tags(parent, {"kdtune.driver.host": socket.gethostname(), "kdtune.driver.pid": holder.pid,
+                                  "kdtune.driver.heartbeat": time.time()})
+        before = tracker.client.get_run(parent)
+        capsys.readouterr()  # MLflow's own lines from creating the store above
+        assert main(["sweep", "s.yaml"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(
+            f"kdtune: error: sweep bad is already running: driver pid {holder.pid} on host {socket.gethostname()} "
+            f"(parent run {parent}, heartbeat "), err
+        assert f"kill {holder.pid} on {socket.gethostname()}" in err
+        after = tracker.client.get_run(parent)
+        assert (after.info.status, after.data.tags) == (before.info.status, before.data.tags)
+        assert [r.info.run_id for r in tracker.find_runs("")] == [parent]  # no run created or touched
+    finally:
+        holder.kill()
+        holder.wait()
+    # its driver gone, the same lease is dead: the next driver takes over at once
+    assert live_holder("RUNNING", after.data.tags, now=time.time(), host=socket.gethostname(), pid=0) is None

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,  # not another Ray here
              object_store_memory=128 * 1024**2, configure_logging=False)
     yield
     ray.shutdown()
@@ -222,7 +222,7 @@ def test_the_demo_sweep_file_runs_end_to_end(env, tmp_path):
     assert len(teacher) == 1 and teacher[0].info.status == "FINISHED"
 
 
-def test_the_driver_shows_teacher_progress_while_it_waits(env, first_run):  # noqa: ARG001
+def test_the_driver_shows_teacher_progress_while_it_waits(env):
     from kdtune.config import load_sweep
     from kdtune.sweep.teachers import train_teachers
     from kdtune.teachers import is_complete, teacher_path
