@@ -110,7 +110,7 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.end_run(run_id, "FAILED")
         # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
         # its metric, as one that diverges before its first evaluation would: it scores nothing.
-        tune.report({"val_f1": 0.0, DIVERGED: 1})
+        tune.report({f"val_{trial.metric}": 0.0, DIVERGED: 1})
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not finished:
