@@ -63,7 +63,7 @@ def build_inputs(
     def train_loader(epoch: int):
         return data.make_loader(
             train_enc, tokenizer, batch_size, shuffle=True, seed=seed * 1000 + epoch,
-            group_by_length=group_by_length,
+            group_by_length=group_by_length, row_ids=True,
         )
 
     eval_bs = eval_batch_size or max(batch_size, 64)

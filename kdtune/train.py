@@ -67,6 +67,9 @@ class Distiller:
     weights: Any  # kdtune.distill.KDWeights
     hidden_match: torch.nn.Module  # kdtune.distill.HiddenMatch (may hold learnable W)
     head_map: list[int] | None = None
+    # A kdtune.teacher_cache.TeacherCache: the teacher's outputs read from disk instead of computed
+    # (training batches carry a ``row`` tensor that indexes it). None: run the teacher.
+    teacher_cache: Any = None
 
 
 @dataclass
@@ -271,15 +274,20 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
     need_att = w.att > 0
     need_hid = w.hid > 0 or w.emb > 0
     teacher = torch.compile(distiller.teacher, dynamic=True) if compile else distiller.teacher
+    cache = distiller.teacher_cache
 
     def kd_step(batch):
+        rows = batch.get("row")  # on the host: the cache is indexed there
         batch = to_device(batch, device)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         flags = {"output_hidden_states": need_hid, "output_attentions": need_att}
         with autocast_for(device, precision):
-            t_out = teacher_outputs(teacher, inputs, flags)
-            if need_att:  # the teacher hands back only the layers the loss reads
-                t_out.attentions = attention_by_layer(distiller.teacher, t_out.attentions)
+            if cache is not None:
+                t_out = cache.outputs(rows, inputs["attention_mask"], device)
+            else:
+                t_out = teacher_outputs(teacher, inputs, flags)
+                if need_att:  # the teacher hands back only the layers the loss reads
+                    t_out.attentions = attention_by_layer(distiller.teacher, t_out.attentions)
             s_out = student(**inputs, **flags)
             losses = kd_losses(
                 s_out, t_out, batch["labels"], batch["attention_mask"], distiller.layer_map,

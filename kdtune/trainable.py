@@ -88,6 +88,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
         outcome = trial_lib.run(built, device, Callbacks(on_log=on_log, on_eval=on_eval), state)
         log_outcome(tracker, run_id, outcome, time.time() - started)
+        tracker.set_tags(run_id, {"kdtune.teacher_cache": outcome.teacher_cache})
         if trial.save_model:
             with tempfile.TemporaryDirectory() as tmp:
                 built.student.save_pretrained(tmp)
