@@ -247,6 +247,11 @@ def record_eval(model: torch.nn.Module, state: TrainState, step: int, metrics: d
         state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+# How `make_step` compiles: one graph for every batch shape. (The bench's `compile-buckets` item
+# tries static graphs per bucketed length instead; docs/performance.md has what it measured.)
+COMPILE_OPTIONS: dict = {"dynamic": True}
+
+
 def make_step(model, distiller: Distiller | None, device: torch.device, precision: str, compile: bool = False):
     """Return batch -> dict of loss terms ('total' is what is minimised).
 
@@ -254,7 +259,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
     every batch length and size; the modules and their weights are shared with the originals).
     Compilation costs minutes before the first step, so it only pays on long runs.
     """
-    student = torch.compile(model, dynamic=True) if compile else model
+    student = torch.compile(model, **COMPILE_OPTIONS) if compile else model
     if distiller is None:
         def nonkd_step(batch):
             batch = to_device(batch, device)
@@ -273,7 +278,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
     # tensors, skipped when w_att = 0; hidden states when both w_hid and w_emb are 0.
     need_att = w.att > 0
     need_hid = w.hid > 0 or w.emb > 0
-    teacher = torch.compile(distiller.teacher, dynamic=True) if compile else distiller.teacher
+    teacher = torch.compile(distiller.teacher, **COMPILE_OPTIONS) if compile else distiller.teacher
     cache = distiller.teacher_cache
 
     def kd_step(batch):

@@ -140,7 +140,7 @@ def test_a_killed_write_is_never_read_and_the_next_trial_rebuilds(teacher_dir, m
 def test_no_room_on_disk_runs_the_teacher(teacher_dir, monkeypatch):
     import shutil
 
-    built = build(teacher_dir, teacher_cache=True, w_hid=0.5)  # a key of its own
+    built = build(teacher_dir, teacher_cache=True, w_att=0.0)  # a key of its own
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
     lines = []
     assert teacher_cache.attach(built, CPU, lines.append).startswith("skipped: needs")
