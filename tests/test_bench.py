@@ -137,7 +137,8 @@ PATH_KEYS = {"examples_per_s", "flops_per_s", "step_seconds", "mfu", "padding_ef
 
 @pytest.fixture(scope="module")
 def bench_json(kdtune_cache):
-    """One real end-to-end run of the command on the micro preset's shape, batch 8 then 4."""
+    """One real end-to-end run of the command on the micro preset's shape, batch 8 then 4 (one thread:
+    two threads on a loaded 2-core machine spin and run ten times slower)."""
     import contextlib
     import io
 
@@ -146,7 +147,7 @@ def bench_json(kdtune_cache):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["bench", "--preset", "micro", "--dataset", "synthetic", "--skip-sweep", "--repeats", "1",
-                     "--batch-sizes", "8,4", "--ablations", "pad-to-max,loop-loss", "--json"])
+                     "--batch-sizes", "8,4", "--ablations", "pad-to-max,loop-loss", "--threads", "1", "--json"])
     assert code == 0
     return json.loads(out.getvalue())
 

@@ -183,7 +183,7 @@ def kd_losses_loop(student_out, teacher_out, labels, attention_mask, layer_map, 
     mask = attention_mask.to(logits.device, torch.float32)
     if weights.att:
         pair = mask[:, :, None] * mask[:, None, :]
-        hs, ht = student_out.attentions[0].shape[1], teacher_out.attentions[0].shape[1]
+        hs, ht = student_out.attentions[0].shape[1], teacher_out.attentions[layer_map[0]].shape[1]
         heads = head_map if head_map is not None else (uniform_indices(ht, hs).tolist() if hs != ht else None)
         for j, s in enumerate(student_out.attentions):
             t = teacher_out.attentions[layer_map[j]]

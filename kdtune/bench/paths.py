@@ -110,8 +110,7 @@ def summarise(batches: Batches, cuts: list[tuple[int, float]], student: EncoderS
 def kdtune_path(built, device: torch.device, repeats: int, group: int = 50, compile: bool = False) -> PathResult:
     """Time `kdtune.train.train` on the built trial: ``repeats`` samples of ``group`` steps after
     one warm-up group."""
-    from kdtune.trial import settings_of
-    from kdtune.train import Callbacks, train
+    from kdtune.train import Callbacks, TrainSettings, train
 
     record = Batches()
     cuts: list[tuple[int, float]] = []
@@ -121,7 +120,7 @@ def kdtune_path(built, device: torch.device, repeats: int, group: int = 50, comp
         cuts.append((step, time.perf_counter()))
 
     settings = dataclasses.replace(
-        settings_of(built.trial), epochs=10**6, max_steps=(repeats + 1) * group, log_steps=group,
+        TrainSettings.from_fields(built.trial), epochs=10**6, max_steps=(repeats + 1) * group, log_steps=group,
         eval_steps=10**9,  # no evaluation inside the timed samples (one at the very end)
     )
     if compile:
