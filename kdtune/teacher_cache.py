@@ -35,7 +35,7 @@ are ``.npy`` arrays read memory-mapped (numpy), so concurrent trials share the p
 Where it pays: the teacher forward is about 40 % of a KD step on CPU (8 of 20 layer-forwards with
 the small preset), and the cache turns it into memory copies. Where it does not: its size is
 about ``tokens x (H x D) + pairs x A x heads`` floats per selection (docs/performance.md sizes the
-paper's full MASSIVE grid at about 250 GB); when the estimate exceeds the free disk space the
+paper's full MASSIVE grid at about 217 GB); when the estimate exceeds the free disk space the
 trial runs the teacher instead (logged), and ``teacher_cache: false`` switches it off.
 """
 
