@@ -128,6 +128,41 @@ def test_padding_efficiency_of_both_paths_against_a_hand_count(tokenizer):
     assert result.examples_per_s.median == pytest.approx(3.0)  # 6 examples in 2 s
 
 
+def test_a_step_reading_the_teacher_cache_runs_only_the_students_flops(tokenizer, tmp_path):
+    """With the teacher cache the step runs no teacher forward: torch's counter sees exactly the
+    student's forward and backward, the count the bench uses for the cached path."""
+    import dataclasses
+
+    from datasets import Dataset
+
+    from kdtune import teacher_cache
+
+    teacher, student = classifier(layers=4), classifier(layers=2)
+    teacher.eval().requires_grad_(False)
+    distiller = Distiller(teacher=teacher, layer_map=[1, 3], weights=KDWeights(), hidden_match=HiddenMatch(32, 32))
+    lengths = [6, 6, 6, 11, 11]
+    g = torch.Generator().manual_seed(0)
+    rows = Dataset.from_dict({"input_ids": [torch.randint(5, 20, (n,), generator=g).tolist() for n in lengths],
+                              "attention_mask": [[1] * n for n in lengths], "label": [0, 1, 2, 3, 4]})
+    hidden, att = teacher_cache.needs(distiller)
+    spec = teacher_cache.CacheSpec("t", "synthetic", "all", "all", 1.0, None, 40, hidden, att, "probs", "fp32",
+                                   len(rows), teacher_cache.fingerprint(rows))
+    n = torch.tensor(lengths).numpy()
+    teacher_cache.write(tmp_path, teacher, rows, n, spec, tokenizer, torch.device("cpu"), "fp32")
+    distiller = dataclasses.replace(distiller, teacher_cache=teacher_cache.TeacherCache(tmp_path))
+    step = make_step(student, distiller, torch.device("cpu"), "fp32")
+    batches = unpadded_batches([[6, 6, 6], [11, 11]])
+    for batch, row in zip(batches, ([0, 1, 2], [3, 4])):
+        batch["input_ids"] = torch.tensor([rows[i]["input_ids"] for i in row])
+        batch["row"] = torch.tensor(row)
+    with FlopCounterMode(display=False) as counter:
+        for batch in batches:
+            step(batch)["total"].backward()
+    s, t = EncoderShape.of(student), EncoderShape.of(teacher)
+    assert counter.get_total_flops() == sum(kd_step_flops(s, t, b, with_teacher=False) for b in ([6] * 3, [11] * 2))
+    assert counter.get_total_flops() == sum(3 * forward_flops(s, b) for b in ([6] * 3, [11] * 2))
+
+
 KEYS = {"machine", "setup", "batches", "memory", "sweep", "goals"}
 BATCH_KEYS = {"kdtune", "kdtune_no_cache", "reference", "matmul", "speedup", "cache_speedup", "teacher_cache",
               "ablations"}

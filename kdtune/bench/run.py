@@ -16,7 +16,8 @@ MFU = achieved FLOP/s on real tokens (`kdtune.bench.flops`) / dense matmul FLOP/
 own shapes and precision (`kdtune.bench.matmul`); ``mfu_vs_square`` divides by a large square
 product instead (the goal's denominator: the machine's matrix units at their best). The
 speedup's range pairs the extremes (fastest kdtune sample over slowest reference sample, and the
-reverse). Ablations are timed on the path without the cache, so the teacher items mean something.
+reverse). Ablations that switch an item off are timed on the path without the cache, so the teacher
+items mean something; those that switch one on (compile, fused loss) on the default path.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
     from kdtune import teacher_cache
     from kdtune import trial as trial_lib
     from kdtune.bench import matmul
-    from kdtune.bench.ablations import COMPILED
+    from kdtune.bench.ablations import COMPILED, SWITCHED_ON
     from kdtune.bench.ablations import variant as ablation_variant
     from kdtune.bench.flops import EncoderShape, layer_gemms
     from kdtune.bench.memory import peak_memory
@@ -197,8 +198,11 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
     square_fp32 = square if kd_dtype == torch.float32 else matmul.square_rate(size, device, torch.float32,
                                                                                opts.repeats)
     ablations = {}
-    d.teacher_cache = None  # the ablations re-time the path that runs the teacher
+    cached = d.teacher_cache
     for name in opts.ablations:
+        # Items switched off re-time the path that runs the teacher (so the teacher items mean
+        # something); items switched on (compile, fused loss) are tried on the default path.
+        d.teacher_cache = cached if name in SWITCHED_ON else None
         # Paired: the full path is re-timed right before each variant, so a change in the
         # machine's load between variants does not masquerade as the item's effect.
         log(f"batch {batch_size}: fast path without one item: {name} (and the full path again, just before it)")
@@ -211,7 +215,8 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
         with context:
             v = kdtune_path(variant_built, device, opts.repeats, GROUP_BATCHES,
                             compile=opts.compile or name in COMPILED)
-        ablations[name] = {**v.to_dict(), "full_path_examples_per_s": full.examples_per_s.to_dict(),
+        ablations[name] = {**v.to_dict(), "teacher_cache": d.teacher_cache is not None,
+                           "full_path_examples_per_s": full.examples_per_s.to_dict(),
                            "relative_throughput": v.examples_per_s.median / full.examples_per_s.median}
     setup.update(teacher=asdict(teacher), student=asdict(student), precision=str(kd_dtype).replace("torch.", ""))
     out["matmul"] = {

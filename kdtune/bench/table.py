@@ -79,9 +79,11 @@ def batch_table(batch: str, b: dict) -> list[str]:
         f"square {mm['square']['size']}^3 matmul ({mm['square']['dtype']}): {_cell(mm['square']['flops_per_s'], _si)} FLOP/s",
     ]
     if b.get("ablations"):
-        lines += ["fast path (teacher run), one item switched off, paired with a full-path run just before:",
+        lines += ["fast path, one item switched off (teacher run) or on (+cache: on the cached path), "
+                  "paired with a full-path run just before:",
                   f"{'variant':20s} {'examples/s':>24s} {'full path, paired':>24s} {'ratio':>6s} {'pad. eff.':>9s}"]
         for name, a in b["ablations"].items():
-            lines.append(f"{name:20s} {_cell(a['examples_per_s']):>24s} {_cell(a['full_path_examples_per_s']):>24s} "
+            label = name + (" +cache" if a.get("teacher_cache") else "")
+            lines.append(f"{label:20s} {_cell(a['examples_per_s']):>24s} {_cell(a['full_path_examples_per_s']):>24s} "
                          f"{a['relative_throughput']:>5.2f}x {_pct(a['padding_efficiency']):>9s}")
     return lines
