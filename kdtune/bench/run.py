@@ -205,7 +205,8 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
         d.teacher_cache = cached if name in SWITCHED_ON else None
         # Paired: the full path is re-timed right before each variant, so a change in the
         # machine's load between variants does not masquerade as the item's effect.
-        log(f"batch {batch_size}: fast path without one item: {name} (and the full path again, just before it)")
+        change = "with" if name in SWITCHED_ON else "without"
+        log(f"batch {batch_size}: fast path {change} one item: {name} (and the full path again, just before it)")
         built.student.load_state_dict(student0)
         seed_everything(opts.seed)
         full = kdtune_path(built, device, opts.repeats, GROUP_BATCHES, compile=opts.compile)
