@@ -13,10 +13,22 @@ import sys
 
 from kdtune.errors import UsageError
 
+# Set (unless the user set them) before a command imports Ray, MLflow or transformers.
+ENV_DEFAULTS = {
+    "RAY_AUTH_MODE": "disabled",  # Ray 2.60 would write ~/.ray/auth_token for a local cluster
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",  # kdtune prints its own line per trial event
+    "RAY_DEDUP_LOGS": "0",
+    # Ray warns when the experiment state syncs often; with a local store that is noise
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
 COMMANDS = {
     "student": "make a student checkpoint by copying weights (no training)",
     "data": "show rows per language and label of a dataset selection",
-    "preset": "build the offline tiny model preset (tokenizer + small XLM-R + brief MLM)",
+    "preset": "build an offline model preset (tiny: tokenizer + small XLM-R + brief MLM; minilm: pretrained)",
     "sweep": "run a YAML sweep of trials with Ray Tune, tracked in MLflow",
     "report": "rebuild the paper's tables and figures from MLflow runs",
     "bench": "measure training throughput, MFU, padding efficiency and sweep overhead",
@@ -46,6 +58,8 @@ def _command_module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    for key, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
     try:
         return int(args._module.run(args) or 0)

@@ -277,7 +277,10 @@ def load_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Swee
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: sweep file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not a UTF-8 text file (byte {exc.start}); a sweep file is YAML text") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdtune.config import HIDDEN_MATCH
 from kdtune.errors import UsageError
-from kdtune.models.selection import uniform_indices
+from kdtune.models.selection import head_map as select_heads, uniform_indices
 
-HIDDEN_MATCH = ("linear", "select", "skip")
 TERMS = ("att", "hid", "emb", "pred", "clf")
 
 
@@ -111,8 +111,8 @@ def attention_loss(student_att, teacher_att, mask: Tensor, layer_map: list[int],
     s = torch.stack(tuple(student_att))  # (l, B, Hs, L, L)
     t = torch.stack([teacher_att[k] for k in layer_map])  # (l, B, Ht, L, L)
     n_layers, hs, ht = s.shape[0], s.shape[2], t.shape[2]
-    if head_map is None and hs != ht:
-        head_map = uniform_indices(ht, hs).tolist()
+    if head_map is None:
+        head_map = select_heads(ht, hs)
     if head_map is not None:
         if len(head_map) != hs or any(not 0 <= h < ht for h in head_map):
             raise ValueError(f"head_map {list(head_map)} does not fit {hs} student and {ht} teacher heads")

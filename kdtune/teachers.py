@@ -24,7 +24,7 @@ import torch
 from filelock import FileLock
 
 from kdtune.config import TeacherSpec, TrialConfig
-from kdtune.inputs import build_inputs, load_splits
+from kdtune.inputs import load_splits, teacher_inputs
 from kdtune.train import Callbacks, TrainSettings, evaluate, pick_device, seed_everything, total_steps, train
 
 DONE = "teacher.json"
@@ -100,12 +100,7 @@ def fine_tune(
     seeds, best = [], None
     for seed in spec.seeds:
         seed_everything(seed)
-        inputs = build_inputs(
-            splits, spec.dataset, tokenizer,
-            train_partition=spec.partition, eval_partition=None, fraction=1.0,
-            seed=seed, batch_size=spec.batch_size, max_length=spec.max_length,
-            group_by_length=spec.group_by_length, languages=spec.languages,
-        )
+        inputs = teacher_inputs(splits, tokenizer, spec, seed)
         names = inputs.label_names
         model = AutoModelForSequenceClassification.from_pretrained(
             base, num_labels=len(names), id2label=dict(enumerate(names)),

@@ -3,13 +3,12 @@
 `run_trial` glues `kdtune.trial` (data, models, training) to Ray (`tune.report` per evaluation,
 checkpoints) and to MLflow (through `kdtune.tracking`). Resume state lives in the content-keyed
 folder `<store>/checkpoints/<config_hash>/`, so a trial resumes from its last evaluation whether
-Ray retries it, Ray restores the experiment, or a new `kdtune sweep` run starts it again. The
-checkpoint handed to Ray only points there, so large models are not copied twice.
+Ray retries it or a new `kdtune sweep` run starts it again. Ray itself is handed no checkpoint:
+the trainable finds its own by content, so large models are not copied twice.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -19,9 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.config import make_trial
-from kdtune.tracking.runs import ATTEMPTS, CONFIG_HASH, KIND, STOPPED_BY_RAY, SWEEP, Tracker
+from kdtune.tracking.runs import Tracker
+from kdtune.tracking.tags import (
+    ATTEMPTS, CONFIG_HASH, FAILURE, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, STOPPED, STOPPED_BY_RAY,
+    SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
+)
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
+DIVERGED = "diverged"  # the result key of a trial a non-finite loss ended
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -42,7 +46,7 @@ def run_trial(config: dict[str, Any]) -> None:
     store = Path(ctx["store"])
     ckpt_dir = store / "checkpoints" / trial.config_hash
     run_id, attempt = attach_run(tracker, trial, ctx["parent"], ctx.get("sweep", ""))
-    node = {"kdtune.node_id": ray.get_runtime_context().get_node_id(), "kdtune.node_ip": ray.util.get_node_ip_address()}
+    node = {NODE_ID: ray.get_runtime_context().get_node_id(), NODE_IP: ray.util.get_node_ip_address()}
     tracker.set_tags(run_id, node)
     device = pick_device()
     started = time.time()
@@ -58,7 +62,7 @@ def run_trial(config: dict[str, Any]) -> None:
         state = None
         if (ckpt_dir / "meta.json").is_file():
             state, _ = trial_lib.load_checkpoint(ckpt_dir, built)
-            tracker.set_tags(run_id, {"kdtune.resumed_from_step": state.step})
+            tracker.set_tags(run_id, {RESUMED_FROM_STEP: state.step})
         tracker.log_dict(run_id, built.copy_report.to_dict(), "copy_report.json")
         s_cfg, t_cfg = built.student.config, built.teacher.config
         tracker.log_params(run_id, {  # the resolved shapes and choices, where the config left them implicit
@@ -80,15 +84,15 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_metrics(run_id, val, step)
             if step > 0:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
-            report = {**val, "metric": trial.metric, "best_val": st.best_score, "step": step,
-                      "node": node["kdtune.node_ip"]}
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "pointer.json").write_text(json.dumps({"path": str(ckpt_dir), "step": step}))
-                tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+            # Only the trial's own metric goes to Ray: a scheduler set to another name then fails
+            # loudly (Ray's strict metric check) instead of comparing the wrong F1.
+            report = {f"val_{trial.metric}": metrics[trial.metric], "metric": trial.metric,
+                      "best_val": st.best_score, "step": step, "node": node[NODE_IP]}
+            tune.report(report)
 
         outcome = trial_lib.run(built, device, Callbacks(on_log=on_log, on_eval=on_eval), state)
         log_outcome(tracker, run_id, outcome, time.time() - started)
-        tracker.set_tags(run_id, {"kdtune.teacher_cache": outcome.teacher_cache})
+        tracker.set_tags(run_id, {TEACHER_CACHE: outcome.teacher_cache})
         if trial.save_model:
             with tempfile.TemporaryDirectory() as tmp:
                 built.student.save_pretrained(tmp)
@@ -97,41 +101,48 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.end_run(run_id, "FINISHED")
         finished = True
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        tune.report({**{f"val_{m}": v for m, v in outcome.best_val.items()}, "metric": trial.metric,
-                     "best_val": outcome.best_val[trial.metric], "test": outcome.test[trial.metric],
-                     "step": outcome.steps})
+        best = outcome.best_val[trial.metric]
+        tune.report({f"val_{trial.metric}": best, "metric": trial.metric, "best_val": best,
+                     "test": outcome.test[trial.metric], "step": outcome.steps})
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
-        tracker.set_tags(run_id, {"kdtune.failure": str(exc)})
+        tracker.set_tags(run_id, {FAILURE: str(exc)})
         tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         tracker.end_run(run_id, "FAILED")
+        # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
+        # its metric, as one that diverges before its first evaluation would: it scores nothing.
+        tune.report({f"val_{trial.metric}": 0.0, DIVERGED: 1})
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not finished:
-            tracker.set_tags(run_id, {"kdtune.stopped": STOPPED_BY_RAY})  # the sweep says why
+            tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})  # the sweep says why
             tracker.end_run(run_id, "KILLED")
         raise
     except BaseException as exc:
         if finished:  # failed after its run was complete (e.g. the last report): the run stands
             raise
         reason = "CUDA out of memory" if "out of memory" in str(exc).lower() else type(exc).__name__
-        tracker.set_tags(run_id, {"kdtune.failure": f"{reason}: {str(exc)[:500]}"})
+        tracker.set_tags(run_id, {FAILURE: f"{reason}: {str(exc)[:500]}"})
         tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         tracker.end_run(run_id, "FAILED")
         raise
 
 
 def attach_run(tracker: Tracker, trial, parent: str, sweep: str) -> tuple[str, int]:
-    """The trial's child run: reuse the one an earlier attempt left unfinished, else create it."""
+    """The trial's child run: reuse the one an earlier attempt left unfinished, else create it.
+
+    A run `--force` superseded stays as it ended: the rerun gets a run of its own.
+    """
     runs = [
         r for r in tracker.trial_runs(parent)
         if r.data.tags.get(CONFIG_HASH) == trial.config_hash and r.info.status != "FINISHED"
+        and SUPERSEDED not in r.data.tags
     ]
     run = max(runs, key=lambda r: r.info.start_time) if runs else None
     attempt = int(run.data.tags.get(ATTEMPTS, "0")) + 1 if run else 1
     tags = {KIND: "trial", SWEEP: sweep, CONFIG_HASH: trial.config_hash}
     run_id = tracker.start_run(trial.run_name, tags, parent=parent, run_id=run.info.run_id if run else None)
-    tracker.set_tags(run_id, {ATTEMPTS: attempt, "kdtune.teacher_key": trial.teacher_key})
+    tracker.set_tags(run_id, {ATTEMPTS: attempt, TEACHER_KEY: trial.teacher_key})
     tracker.log_params(run_id, trial.to_dict())
     return run_id, attempt
 
@@ -158,8 +169,15 @@ def log_outcome(tracker: Tracker, run_id: str, outcome, seconds: float) -> None:
 
 
 def inject_fault(run_name: str, attempt: int) -> None:
-    """Raise on the first N attempts of matching trials: KDTUNE_FAULT="/s7:1,/s8:99" (tests only)."""
+    """Raise on the first N attempts of matching trials: KDTUNE_FAULT="/s7:1,/s8:99" (tests only).
+
+    A rule ending in `:oom` ("/s8:2:oom") raises torch's CUDA out-of-memory error instead.
+    """
+    import torch
+
     for rule in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
-        pattern, _, times = rule.rpartition(":")
+        spec, oom = (rule[: -len(":oom")], True) if rule.endswith(":oom") else (rule, False)
+        pattern, _, times = spec.rpartition(":")
         if pattern in run_name and attempt <= int(times):
-            raise RuntimeError(f"injected fault ({FAULT_ENV}={rule}) on attempt {attempt}")
+            message = f"injected fault ({FAULT_ENV}={rule}) on attempt {attempt}"
+            raise torch.OutOfMemoryError(f"CUDA out of memory ({message})") if oom else RuntimeError(message)

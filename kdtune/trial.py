@@ -60,12 +60,7 @@ def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
     seed_everything(trial.seed)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     splits = splits if splits is not None else load_splits(trial.dataset, trial.data_dir)
-    inputs = build_inputs(
-        splits, trial.dataset, tokenizer, train_partition=trial.train_partition,
-        eval_partition=trial.eval_partition, fraction=trial.fraction, seed=trial.seed,
-        batch_size=trial.batch_size, max_length=trial.max_length, group_by_length=trial.group_by_length,
-        languages=trial.languages,
-    )
+    inputs = build_inputs(splits, tokenizer, trial)
     teacher = load_teacher(teacher_dir)
     base = None
     if trial.init == "base":
@@ -88,17 +83,8 @@ def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
             layer_map=layer_map,
             weights=KDWeights(att=trial.w_att, hid=trial.w_hid, emb=trial.w_emb, pred=trial.w_pred, clf=trial.w_clf),
             hidden_match=HiddenMatch(s_cfg.hidden_size, t_cfg.hidden_size, trial.hidden_match),
-            head_map=head_map(t_cfg.num_attention_heads, s_cfg.num_attention_heads),
-        )
+        )  # head_map: the default, `kdtune.models.selection.head_map`, as the weight copy
     return Built(trial, inputs, teacher, student, tokenizer, distiller, report, teacher_dir)
-
-
-def head_map(teacher_heads: int, student_heads: int) -> list[int] | None:
-    if teacher_heads == student_heads:
-        return None
-    from kdtune.models.selection import uniform_indices
-
-    return uniform_indices(teacher_heads, student_heads).tolist()
 
 
 def _layer_map(value):

@@ -62,10 +62,20 @@ def test_kd_step_flops_match_torch_flop_counter_on_the_real_kd_step():
         kd_step_flops(EncoderShape.of(student), EncoderShape.of(teacher), [11, 11])
 
 
-def test_linear_width_match_is_counted():
-    s, t = EncoderShape(2, 16, 32, 3), EncoderShape(4, 32, 64, 3)
-    extra = kd_step_flops(s, t, [5], linear_match=True) - kd_step_flops(s, t, [5])
-    assert extra == 3 * 2 * 16 * 32 * 5 * 3  # 3 hidden states x (fwd + 2 bwd) x 2*ds*dt per token
+def test_linear_width_match_is_counted_as_torch_counts_it():
+    teacher, student = classifier(layers=4, hidden=32), classifier(layers=2, hidden=16, intermediate=24)
+    teacher.eval().requires_grad_(False)
+    lengths = [[6, 6]]
+    for mode in ("linear", "select"):  # the learned W is counted; selection is indexing, not a product
+        distiller = Distiller(teacher=teacher, layer_map=[1, 3], weights=KDWeights(),
+                              hidden_match=HiddenMatch(16, 32, mode))
+        step = make_step(student, distiller, torch.device("cpu"), "fp32")
+        with FlopCounterMode(display=False) as counter:
+            for batch in unpadded_batches(lengths):
+                step(batch)["total"].backward()
+        s, t = EncoderShape.of(student), EncoderShape.of(teacher)
+        expected = sum(kd_step_flops(s, t, b, linear_match=mode == "linear") for b in lengths)
+        assert counter.get_total_flops() == expected, mode
 
 
 def test_loop_loss_of_the_ablation_equals_the_vectorized_loss():

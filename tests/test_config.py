@@ -72,12 +72,20 @@ def test_defaults_follow_the_paper():
 
 def test_overrides_apply_in_order_and_duplicates_collapse(tmp_path):
     path = write(tmp_path, """
-grid: {init: [teacher, base], seed: [1]}
+grid: {init: [teacher, base, scratch], seed: [1, 2]}
 overrides:
-  - {match: {init: base}, set: {lr: 1.0e-4}}
+  - {match: {init: base}, set: {lr: 1.0e-4, eval_steps: 7}}
+  - {match: {init: base, seed: 2}, set: {lr: 2.0e-4}}   # later wins where both match
+  - {match: {lr: 2.0e-4}, set: {warmup_ratio: 0.1}}    # matches what an earlier override set
+  - {match: {init: scratch}, set: {seed: 1}}           # scratch seed 2 becomes scratch seed 1
 """)
     spec = load_sweep(path)
-    assert {t.init: t.lr for t in spec.trials} == {"teacher": 5e-5, "base": 1e-4}
+    got = [(t.init, t.seed, t.lr, t.eval_steps, t.warmup_ratio) for t in spec.trials]
+    assert got == [  # grid order, the collapsed duplicate once
+        ("teacher", 1, 5e-5, 5000, 0.0), ("teacher", 2, 5e-5, 5000, 0.0),
+        ("base", 1, 1e-4, 7, 0.0), ("base", 2, 2e-4, 7, 0.1),
+        ("scratch", 1, 5e-5, 5000, 0.0),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -109,7 +117,8 @@ def test_languages_field_narrows_the_data_and_keeps_old_hashes(tmp_path):
     sub = make_trial({"dataset": "massive", "seed": 2, "languages": ["en-US", "de-DE"]})
     assert sub.languages == "en-US,de-DE"  # a YAML list becomes a readable comma list
     # Trials from before the field existed keep their hash: the hash of the same dict without it.
-    legacy = {k: v for k, v in base.to_dict().items() if k not in ("data_dir", "save_model", "compile", "languages")}
+    unhashed = ("data_dir", "save_model", "compile", "teacher_cache", "languages")
+    legacy = {k: v for k, v in base.to_dict().items() if k not in unhashed}
     assert same.config_hash == base.config_hash == stable_hash(legacy)
     assert sub.config_hash != base.config_hash
     assert sub.teacher_key != base.teacher_key and "languages" not in base.teacher_fields()
@@ -123,7 +132,7 @@ def test_languages_field_narrows_the_data_and_keeps_old_hashes(tmp_path):
 
 def preflight_partitions(path):
     """The sweep's language checks (the part of preflight that needs no store or Ray)."""
-    from kdtune.sweep import preflight
+    from kdtune.sweep.preflight import preflight
 
     spec = load_sweep(path)
     preflight(spec, store=Path(path).parent, tracking_uri="sqlite:///" + str(Path(path).parent / "x.db"), address=None)

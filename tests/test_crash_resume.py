@@ -6,8 +6,10 @@ starts no Ray of its own.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -63,29 +65,57 @@ def trial_runs(uri):
     return client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'", max_results=1000)
 
 
+def parent_run(uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kdtune-crash")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'sweep'")
+    return run
+
+
+def in_flight_checkpoints(store, uri) -> dict[str, int]:
+    """config hash -> checkpoint step, of trials whose run is RUNNING and has saved a checkpoint."""
+    running = {r.data.tags["kdtune.config_hash"] for r in trial_runs(uri) if r.info.status == "RUNNING"}
+    steps = {}
+    for meta in (store / "checkpoints").glob("*/meta.json"):
+        try:
+            steps[meta.parent.name] = json.loads(meta.read_text())["step"]
+        except (OSError, ValueError):  # replaced while read: the next poll sees it
+            continue
+    return {h: step for h, step in steps.items() if h in running and step > 0}
+
+
 def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp_path, kdtune_cache):
     cmd, env, uri = sweep_command(tmp_path)
+    store = tmp_path / "mlruns"
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.time() + 600
-    finished_before = []
+    finished_before, lease = [], None
     try:
         while time.time() < deadline and proc.poll() is None:
             time.sleep(1)
             if "to run" not in (tmp_path / "first.log").read_text():
                 continue  # the sweep is still creating the store: don't race its schema migration
+            lease = lease or parent_run(uri).data.tags  # the running driver's lease on the parent run
             finished_before = [r for r in trial_runs(uri) if r.info.status == "FINISHED"]
-            if len(finished_before) >= 2:
-                break
+            if len(finished_before) >= 2 and in_flight_checkpoints(store, uri):
+                break  # kill it while a trial is past its first checkpoint
         assert proc.poll() is None, f"sweep ended before it could be killed:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
         assert len(finished_before) >= 2
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()  # Ray's daemons share the driver's fate (PDEATHSIG) and go with it
+    assert lease["kdtune.driver.pid"] == str(proc.pid) and lease["kdtune.driver.host"] == socket.gethostname()
+    assert time.time() - float(lease["kdtune.driver.heartbeat"]) < 600
+    in_flight = in_flight_checkpoints(store, uri)  # what the killed driver left to resume from
+    assert in_flight
     before = {r.info.run_id: r for r in trial_runs(uri)}
     assert len(before) < 6 or any(r.info.status != "FINISHED" for r in before.values())
 
+    # The killed driver's lease names a dead pid on this host: the next run takes over at once.
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming parent run" in second.stdout
@@ -100,9 +130,15 @@ def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp
         assert now.info.status == "FINISHED"
         assert now.info.end_time == r.info.end_time
         assert now.data.tags["kdtune.attempts"] == "1"
+    for config_hash, step in in_flight.items():  # resumed from its checkpoint, in the run it had
+        (run,) = [r for r in finished if r.data.tags["kdtune.config_hash"] == config_hash]
+        # (>=: the killed driver's worker may outlive it by a moment and save a later evaluation)
+        assert run.info.run_id in before and int(run.data.tags["kdtune.resumed_from_step"]) >= step > 0
+        assert run.data.tags["kdtune.attempts"] == "2"
     # every trial ran its full schedule once: the step count logged at the end is the schedule's
     assert len({r.data.metrics["steps"] for r in finished}) == 1
-
+    parent = parent_run(uri)  # ended, its lease released
+    assert parent.info.status == "FINISHED" and not [k for k in parent.data.tags if k.startswith("kdtune.driver.")]
 
 
 def test_ctrl_c_marks_the_sweep_interrupted_and_exits_130(tmp_path, kdtune_cache):

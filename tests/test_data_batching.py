@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kdtune import data
-from kdtune.models.preset import PRESETS, train_tokenizer
+from kdtune.models.preset import PRESETS
+from kdtune.models.preset_tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")

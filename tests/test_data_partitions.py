@@ -98,3 +98,22 @@ def test_partitions_inside_a_language_subset():
         data.languages("massive", ["en-US", "fr-FR"], ["en-US", "de-DE"])
     with pytest.raises(UsageError, match="unknown partition or language 'xx-XX'"):
         data.languages("massive", "all", ["en-US", "xx-XX"])
+
+
+def test_build_inputs_takes_partitions_inside_the_languages_subset(shared_data):
+    """Rows only: any tokenizer will do (a micro one trained on a few tweets), no teacher or sweep."""
+    from kdtune.config import make_trial
+    from kdtune.inputs import build_inputs, load_splits
+    from kdtune.models.preset import PRESETS
+    from kdtune.models.preset_tokenizer import train_tokenizer
+
+    splits = load_splits("tsm", str(shared_data))
+    tok = train_tokenizer(splits["train"]["text"][:200], PRESETS["micro"])
+    trial = make_trial({"dataset": "tsm", "train_partition": "seen", "eval_partition": "unseen",
+                        "languages": ["english", "french", "arabic"], "batch_size": 64, "max_length": 48})
+    inputs = build_inputs(splits, tok, trial)
+    # seen inside {english, french, arabic} = english; unseen = arabic, french (paper Table 1)
+    assert inputs.train_rows == Counter(splits["train"]["language"])["english"]
+    assert set(inputs.validation.languages) == {"english"}
+    assert Counter(inputs.test.languages) == {lang: n for lang, n in Counter(splits["test"]["language"]).items()
+                                              if lang in ("arabic", "french")}

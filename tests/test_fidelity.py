@@ -164,6 +164,8 @@ STUDENT_ONLY = {
     "train_partition", "eval_partition", "fraction", "init", "layers", "hidden", "layer_map", "head_mode",
     "hidden_dropout", "attention_dropout", "kd", "w_att", "w_hid", "w_emb", "w_pred", "w_clf", "att_target",
     "hidden_match", "seed", "epochs", "max_steps", "batch_size", "lr", "eval_steps", "compile", "save_model",
+    # speed only (config.UNHASHED): KD reads the same teacher outputs from disk instead of computing
+    # them; fine-tuning never reads it, so it is neither in the teacher key nor in the config hash
     "teacher_cache",
 }
 NOT_HASHED = {"data_dir", "log_steps"}  # where the data is, how often to log

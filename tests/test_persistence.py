@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing as mp
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -94,7 +94,8 @@ def test_trial_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path, kd
             trial_lib.save_checkpoint(ckpt, built, state, {"run_id": "abc"})
             saved["weights"] = {k: v.clone() for k, v in built.student.state_dict().items()}
             saved["proj"] = built.distiller.hidden_match.proj.weight.detach().clone()
-            saved["state"] = state
+            # A copy: training goes on and mutates the live state (the optimizer's moments in place).
+            saved["state"] = copy.deepcopy(state)
 
     trial_lib.run(built, torch.device("cpu"), Callbacks(on_eval=on_eval))
     assert not list(tmp_path.glob(".ckpt.*"))  # no temporary folders left behind
@@ -104,7 +105,14 @@ def test_trial_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path, kd
     for k, v in saved["weights"].items():
         assert torch.equal(fresh.student.state_dict()[k], v), k
     assert torch.equal(fresh.distiller.hidden_match.proj.weight, saved["proj"])
-    assert state.optimizer["state"].keys() == saved["state"].optimizer["state"].keys()
+    moments = saved["state"].optimizer["state"]
+    assert state.optimizer["state"].keys() == moments.keys() and moments
+    for index, slots in moments.items():  # AdamW: step count and both moments, bit for bit
+        got = state.optimizer["state"][index]
+        assert slots.keys() == got.keys() >= {"step", "exp_avg", "exp_avg_sq"}
+        for name, value in slots.items():
+            assert torch.equal(got[name], value), (index, name)
+    assert state.scheduler == saved["state"].scheduler
     assert state.best_score == saved["state"].best_score
     assert set(load_file(ckpt / "best.safetensors")) == set(saved["weights"])
     # optimizer state is loaded with weights_only=True: only tensors and plain containers inside

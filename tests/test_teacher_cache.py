@@ -107,8 +107,11 @@ def test_the_key_covers_what_changes_the_stored_values(teacher_dir):
     assert key(seed=2) == base  # at fraction 1 the seed draws no rows
     assert key(fraction=0.5, seed=1) != key(fraction=0.5, seed=2)
     for change in ({"att_target": "scores"}, {"max_length": 16}, {"w_att": 0.0}, {"layer_map": "first"},
-                   {"train_partition": "english"}):
+                   {"train_partition": "english"}, {"languages": "english,latin"}):
         assert key(**change) != base, change
+    # Another teacher over the very same rows (same tokenizer, same token ids): the teacher key
+    # alone tells the caches apart.
+    assert key(teacher_lr=1e-4) != base
     assert key(w_clf=0.5, lr=1e-4, hidden=None) == base  # student-side settings share it
 
 

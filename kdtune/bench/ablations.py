@@ -79,10 +79,8 @@ def variant(name: str, built, prepared, pad_to: int):
     from kdtune.inputs import build_inputs
 
     if name == "no-length-grouping":
-        t = prepared.trial
-        inputs = build_inputs(prepared.splits, t.dataset, built.tokenizer, train_partition=t.train_partition,
-                              eval_partition=None, fraction=1.0, seed=t.seed, batch_size=t.batch_size,
-                              max_length=t.max_length, group_by_length=False)
+        trial = dataclasses.replace(prepared.trial, group_by_length=False)
+        inputs = build_inputs(prepared.splits, built.tokenizer, trial, test=False)
         return contextlib.nullcontext(), dataclasses.replace(
             built, inputs=dataclasses.replace(built.inputs, train_loader=inputs.train_loader))
     if name == "pad-to-max":
@@ -176,7 +174,7 @@ def kd_losses_loop(student_out, teacher_out, labels, attention_mask, layer_map, 
                    head_map=None) -> dict[str, torch.Tensor]:
     """`kdtune.distill.kd_losses`, one layer at a time instead of stacked (same definitions)."""
     from kdtune.distill import TERMS, nonkd_loss, weighted_total
-    from kdtune.models.selection import uniform_indices
+    from kdtune.models.selection import head_map as select_heads
 
     logits = student_out.logits
     out = {name: logits.new_zeros((), dtype=torch.float32) for name in TERMS}
@@ -184,10 +182,10 @@ def kd_losses_loop(student_out, teacher_out, labels, attention_mask, layer_map, 
     if weights.att:
         pair = mask[:, :, None] * mask[:, None, :]
         hs, ht = student_out.attentions[0].shape[1], teacher_out.attentions[layer_map[0]].shape[1]
-        heads = head_map if head_map is not None else (uniform_indices(ht, hs).tolist() if hs != ht else None)
+        heads = head_map if head_map is not None else select_heads(ht, hs)
         for j, s in enumerate(student_out.attentions):
             t = teacher_out.attentions[layer_map[j]]
-            if heads is not None:
+            if heads != list(range(ht)):
                 t = t[:, heads]
             d = (s - t).float()
             out["att"] = out["att"] + (d * d * pair[:, None]).sum()

@@ -119,8 +119,8 @@ def kdtune_path(built, device: torch.device, repeats: int, group: int = 50, comp
         sync(device)
         cuts.append((step, time.perf_counter()))
 
-    settings = dataclasses.replace(
-        TrainSettings.from_fields(built.trial), epochs=10**6, max_steps=(repeats + 1) * group, log_steps=group,
+    settings = TrainSettings.from_fields(
+        built.trial, epochs=10**6, max_steps=(repeats + 1) * group, log_steps=group,
         eval_steps=10**9,  # no evaluation inside the timed samples (one at the very end)
     )
     if compile:

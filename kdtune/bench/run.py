@@ -78,8 +78,14 @@ def load_average() -> list[float] | None:
 
 
 def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None) -> dict:
+    from kdtune.quiet import quiet_transformers
+
+    with quiet_transformers():  # "Loading weights" bars on every from_pretrained
+        return _run_bench(opts, log)
+
+
+def _run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict:
     import torch
-    from transformers.utils import logging as hf_logging
 
     from kdtune.bench.ablations import VARIANTS
     from kdtune.bench.overhead import sweep_overhead
@@ -108,8 +114,6 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
         },
     }
     tmp = tempfile.TemporaryDirectory(prefix="kdtune-bench-", dir=opts.workdir)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Loading weights" bars on every from_pretrained
     try:
         workdir = Path(tmp.name)
         rows = max(opts.batch_sizes) * EPOCH_BATCHES
@@ -135,8 +139,6 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
                                              max_length=prepared.trial.max_length, log=log)
     finally:
         torch.set_num_threads(previous_threads)
-        if bars:
-            hf_logging.enable_progress_bar()
         tmp.cleanup()
     result["machine"]["load_average_end"] = load_average()
     result["goals"] = goals(result)

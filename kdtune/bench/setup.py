@@ -131,16 +131,11 @@ def prepare(model: str, dataset: str, data_dir: str | None, workdir: Path, *, ba
 
 
 def _save_teacher(model, tokenizer, folder: Path) -> None:
-    from transformers.utils import logging as hf_logging
+    from kdtune.quiet import quiet_transformers
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _label_kwargs(labels: list[str]) -> dict:
@@ -154,7 +149,8 @@ def _preset_random_teacher(name: str, dataset: str, splits, labels: list[str], f
     from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     from kdtune.data.sources import cache_root
-    from kdtune.models.preset import PRESETS, _sample_per_language, preset_key, text_fingerprint, train_tokenizer
+    from kdtune.models.preset import PRESETS, preset_key, text_fingerprint
+    from kdtune.models.preset_tokenizer import sample_per_language, train_tokenizer
 
     spec = PRESETS[name]
     built = cache_root() / "presets" / f"{name}-{dataset}-{preset_key(spec, dataset, text_fingerprint(splits['train']))}"
@@ -163,7 +159,7 @@ def _preset_random_teacher(name: str, dataset: str, splits, labels: list[str], f
     else:
         per_language = spec.tokenizer_rows_per_language  # 0: every row (micro)
         rows = min(QUICK_TOKENIZER_ROWS, per_language) if per_language > 0 else 0
-        tokenizer = train_tokenizer(_sample_per_language(splits["train"], rows, spec.seed), spec)
+        tokenizer = train_tokenizer(sample_per_language(splits["train"], rows, spec.seed), spec)
         source = f"trained the preset's way on {rows or 'all'} rows per language"
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer), hidden_size=spec.hidden, num_hidden_layers=spec.layers,
@@ -181,17 +177,14 @@ def _preset_random_teacher(name: str, dataset: str, splits, labels: list[str], f
 def _folder_teacher(path: Path, labels: list[str], folder: Path) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "classifier newly initialized": expected, see module doc
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, ignore_mismatched_sizes=True, **_label_kwargs(labels))
-    finally:
-        hf_logging.set_verbosity(level)
+    from kdtune.quiet import quiet_transformers
+
+    # "classifier newly initialized": expected, see module doc
+    with quiet_transformers(errors_only=True), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, ignore_mismatched_sizes=True, **_label_kwargs(labels))
     _save_teacher(model, AutoTokenizer.from_pretrained(path), folder)
 
 
@@ -199,11 +192,12 @@ def _random_teacher(name: str, train, labels: list[str], folder: Path, max_lengt
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    from kdtune.models.preset import PRESETS, _sample_per_language, train_tokenizer
+    from kdtune.models.preset import PRESETS
+    from kdtune.models.preset_tokenizer import sample_per_language, train_tokenizer
 
     hidden, layers, heads, intermediate, vocab = RANDOM_SHAPES[name]
     spec = dataclasses.replace(PRESETS["tiny"], vocab_size=8000, max_length=max_length)
-    tokenizer = train_tokenizer(_sample_per_language(train, 200, seed), spec)
+    tokenizer = train_tokenizer(sample_per_language(train, 200, seed), spec)
     config = XLMRobertaConfig(
         vocab_size=vocab or len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_length + 2,

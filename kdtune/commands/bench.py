@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 
+from kdtune.config import DATASETS
+
 PRESET_NAMES = ("tiny", "small", "micro")
-DATASETS = ("massive", "tsm", "synthetic")
 GPU_CHECK_MODELS = ("random:tiny", "random:base")
 
 

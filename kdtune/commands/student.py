@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
+from kdtune.config import HEAD_MODES, INITS, LAYER_MAPS
 from kdtune.errors import UsageError
-
-INITS = ("teacher", "base", "scratch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="teacher", help=f"where weights come from: {', '.join(INITS)} (default teacher)")
     parser.add_argument("--layers", help="student layers (default: half the teacher's)")
     parser.add_argument("--hidden", help="student hidden size (default: the teacher's)")
-    parser.add_argument("--layer-map", default="paper", help="paper, distilbert, first, last, uniform, or comma-separated 0-based teacher layers")
-    parser.add_argument("--head-mode", default="keep_heads", help="keep_heads or keep_head_dim (how attention shrinks)")
+    parser.add_argument("--layer-map", default="paper",
+                        help=f"{', '.join(LAYER_MAPS)}, or comma-separated 0-based teacher layers")
+    parser.add_argument("--head-mode", default="keep_heads", help=f"{' or '.join(HEAD_MODES)} (how attention shrinks)")
     parser.add_argument("--seed", default="0", help="seed for freshly initialized tensors (default 0)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
 
@@ -41,8 +40,6 @@ def _int(name: str, value: str | None) -> int | None:
 
 
 def _layer_map(value: str):
-    from kdtune.models.layer_map import LAYER_MAPS
-
     if value in LAYER_MAPS:
         return value
     try:
@@ -79,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kdtune.models.layer_map import resolve_layer_map
     from kdtune.models.student import student_config
+    from kdtune.quiet import quiet_transformers
 
     # Check the sizes against the teacher's config before loading any weights.
     teacher_config = AutoConfig.from_pretrained(teacher_dir)
@@ -89,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(f"teacher: no usable tokenizer in {teacher_dir} ({type(exc).__name__})") from None
 
-    with _quiet_transformers():
+    # No load reports: the MLM head a base leaves unused is expected; the copy report says what was used.
+    with quiet_transformers(errors_only=True):
         student, report = _build(args, teacher_dir, base_dir, layers, hidden, layer_map, seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with _quiet_transformers():
+    with quiet_transformers(errors_only=True):
         student.save_pretrained(out)
         tokenizer.save_pretrained(out)
     record = {"teacher_dir": str(teacher_dir), "base_dir": str(base_dir) if base_dir else None, **report.to_dict()}
@@ -101,23 +100,6 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())
     print(f"student written to {out}")
     return 0
-
-
-@contextmanager
-def _quiet_transformers():
-    """No progress bars or load reports (the MLM head a base leaves unused is expected; the copy
-    report says what was used)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _build(args, teacher_dir, base_dir, layers, hidden, layer_map, seed):

@@ -1,4 +1,8 @@
-"""`kdtune sweep SWEEP.yaml [--set key=value ...] [--dry-run] [--resume]`."""
+"""`kdtune sweep SWEEP.yaml [--set key=value ...] [--dry-run] [--rerun-failed | --force]`.
+
+Running the same command again resumes the sweep (finished trials are skipped); there is no
+separate resume flag.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a YAML value, e.g. --set fixed.epochs=1 --set grid.seed=[1,2]")
     p.add_argument("--dry-run", action="store_true", help="validate and print the expanded grid; run nothing")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the sweep (the default behaviour: finished trials are always skipped)")
     p.add_argument("--rerun-failed", action="store_true", help="run trials whose last run FAILED again")
     p.add_argument("--force", action="store_true", help="run every trial again (old runs are marked superseded)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")

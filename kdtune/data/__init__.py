@@ -17,9 +17,8 @@ from kdtune.data.batching import encode, make_loader
 from kdtune.data.fractions import cell_size, stratified_fraction
 from kdtune.data.partitions import PARTITIONS, all_languages, languages, select_languages
 from kdtune.data.schema import SPLITS
+from kdtune.config import DATASETS
 from kdtune.errors import UsageError
-
-DATASETS = ("massive", "tsm", "synthetic")
 LABEL_NAMES = {"massive": massive.INTENTS, "tsm": tsm.LABELS, "synthetic": synthetic.INTENTS}
 
 __all__ = [

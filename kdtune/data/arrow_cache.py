@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from kdtune.data.quiet import no_progress_bars
+from kdtune.quiet import no_progress_bars
 from kdtune.data.sources import cache_root
 
 FORMAT_VERSION = 1

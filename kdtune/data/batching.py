@@ -30,7 +30,7 @@ def encode(ds, tokenizer, max_length: int):
     def tokenize(batch):
         return tokenizer(batch["text"], truncation=True, max_length=int(max_length))
 
-    from kdtune.data.quiet import no_progress_bars
+    from kdtune.quiet import no_progress_bars
 
     with no_progress_bars():
         return ds.map(tokenize, batched=True, batch_size=1000)

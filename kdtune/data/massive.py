@@ -6,7 +6,9 @@ order; hub data is remapped by name. MASSIVE's "dev" split is returned as "valid
 
 Local layouts accepted (searched in `<dir>`, `<dir>/1.1/data`, `<dir>/data`, `<dir>/*/data`):
 - `<locale>.jsonl.gz` with at least id, locale, partition, utt, intent (../shared/data/massive);
-- `<locale>.jsonl`, the official release files with all fields (scenario, annot_utt, ...).
+- `<locale>.jsonl`, the official release files with all fields (scenario, annot_utt, ...);
+- one `massive.jsonl.gz` (or `.jsonl`) holding several locales, each record with its `locale`
+  (kdtune's packaged demo sample, `kdtune/data/sample/massive/`); used when no per-locale file is.
 Row ids are `<locale>:<MASSIVE id>`; the MASSIVE id is shared by the parallel utterances.
 """
 
@@ -65,12 +67,15 @@ SPLIT_OF_PARTITION = {"train": "train", "dev": "validation", "test": "test"}
 REQUIRED_FIELDS = ("id", "partition", "utt", "intent")
 SUBFOLDERS = ("", "1.1/data", "data")
 _FILE = re.compile(r"^([a-z]{2,3}-[A-Z]{2})\.jsonl(\.gz)?$")
+_COMBINED = re.compile(r"^massive\.jsonl(\.gz)?$")
+ALL_LOCALES = "*"  # find_files key of a combined file: the locale is read from each record
 
 
 def find_files(folder: Path) -> dict[str, Path]:
     """Per-locale files of the first candidate subfolder that has any; {} if none.
 
     A plain `.jsonl` wins over a `.jsonl.gz` of the same locale (the official release is plain).
+    A folder with no per-locale file but a combined `massive.jsonl[.gz]` gives {ALL_LOCALES: it}.
     """
     # Also any release's `<version>/data` (the 1.0 tarball unpacks to 1.0/data/), newest first.
     others = sorted((p.parent.name for p in folder.glob("*/data") if p.is_dir()), reverse=True) if folder.is_dir() else []
@@ -79,14 +84,17 @@ def find_files(folder: Path) -> dict[str, Path]:
         if not base.is_dir():
             continue
         found: dict[str, Path] = {}
+        combined: dict[str, Path] = {}
         for path in sorted(base.iterdir()):
             match = _FILE.match(path.name)
             if match and path.is_file():
                 locale, gz = match.group(1), match.group(2)
                 if locale not in found or not gz:
                     found[locale] = path
-        if found:
-            return dict(sorted(found.items()))
+            elif _COMBINED.match(path.name) and path.is_file() and (not combined or path.suffix == ".jsonl"):
+                combined = {ALL_LOCALES: path}
+        if found or combined:
+            return dict(sorted(found.items())) or combined
     return {}
 
 
@@ -94,8 +102,14 @@ def read_local(files: dict[str, Path]) -> "datasets.DatasetDict":
     """Parse per-locale files into the common schema (see kdtune.data.schema)."""
     index = {name: i for i, name in enumerate(INTENTS)}
     columns = empty_columns()
-    for locale, path in files.items():
-        for number, record in read_jsonl(path, REQUIRED_FIELDS):
+    for file_locale, path in files.items():
+        required = REQUIRED_FIELDS + (("locale",) if file_locale == ALL_LOCALES else ())
+        for number, record in read_jsonl(path, required):
+            locale = file_locale
+            if file_locale == ALL_LOCALES:
+                locale = record["locale"]
+                if locale not in LOCALES:
+                    raise UsageError(f"{path} line {number}: locale {locale!r} is not a MASSIVE locale")
             split = SPLIT_OF_PARTITION.get(record["partition"])
             if split is None:
                 raise UsageError(

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kdtune.config import PARTITIONS
 from kdtune.data import massive, synthetic, tsm
 from kdtune.data.schema import arrow_columns, derived_fingerprint
 from kdtune.errors import UsageError
-
-PARTITIONS = ("all", "seen", "unseen", "english")
 _MODULES = {"massive": massive, "tsm": tsm, "synthetic": synthetic}
 
 

@@ -6,6 +6,8 @@
   MASSIVE 1.1 release), or a local archive path: it is downloaded ONCE into
   `<cache>/downloads/<sha of url>/` and extracted there (atomically, under a file lock).
 The cache is `KDTUNE_CACHE`, else `~/.cache/kdtune`.
+`kdtune:sample` names the small MASSIVE sample packaged with kdtune (`kdtune/data/sample/`, see
+its NOTICE.md): the demo runs on it offline, wherever kdtune is installed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ ENV_CACHE = "KDTUNE_CACHE"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 DOWNLOAD_TIMEOUT_S = 30.0
 HUB_PROBE_TIMEOUT_S = 5.0
+SAMPLE = "kdtune:sample"
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 
 
 def cache_root() -> Path:
@@ -53,8 +57,14 @@ def is_archive(source: str) -> bool:
     return source.lower().split("?", 1)[0].endswith(ARCHIVE_SUFFIXES)
 
 
+def expand(source: str) -> str:
+    """`kdtune:sample` -> the packaged sample's folder; any other source unchanged."""
+    return str(SAMPLE_DIR) if str(source).strip() == SAMPLE else str(source)
+
+
 def local_folder(source: str, origin: str) -> Path:
     """The folder to search for a dataset layout; archives and URLs are fetched and extracted."""
+    source = expand(source)
     if is_url(source):
         return fetch_archive(source)
     path = Path(source).expanduser()

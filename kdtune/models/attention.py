@@ -25,8 +25,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdtune.config import ATT_TARGETS
+
 KD_ATTENTION = "kdtune_kd"
-ATT_TARGETS = ("probs", "scores")
 _SLOT = "kdtune_att_target"  # attribute on a self-attention module: the target it returns, or None
 
 

@@ -26,9 +26,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 
+from kdtune.config import LAYER_MAPS
 from kdtune.errors import UsageError
-
-LAYER_MAPS = ("paper", "distilbert", "first", "last", "uniform")
 
 
 def _check_sizes(teacher_layers: int, student_layers: int) -> None:

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from kdtune.config import HEAD_MODES
 from kdtune.errors import UsageError
-
-HEAD_MODES = ("keep_heads", "keep_head_dim")
 
 
 def uniform_indices(src: int, dst: int) -> torch.Tensor:

@@ -30,12 +30,11 @@ from collections.abc import Sequence
 
 import torch
 
+from kdtune.config import INITS
 from kdtune.errors import UsageError
 from kdtune.models.arch import ATTN, HIDDEN, INTER, SHRINKING_ROLES, ArchSpec, TensorInfo, arch_for
 from kdtune.models.layer_map import resolve_layer_map
 from kdtune.models.selection import attention_indices, check_head_mode, student_heads, uniform_indices
-
-INITS = ("teacher", "base", "scratch")
 
 
 @dataclass

@@ -29,9 +29,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from kdtune.config import INITS as INIT_ORDER  # the paper's order: teacher, base, scratch
+from kdtune.report.paper import PAPER_DATASETS
 from kdtune.tracking.query import TrialRecord
 
-INIT_ORDER = ("teacher", "base", "scratch")
 INIT_LABELS = {"teacher": "from-teacher", "base": "from-base", "scratch": "from-scratch"}
 TEACHER_LABEL = "from-base (Teacher)"
 USED_STATUS = "FINISHED"
@@ -115,7 +116,7 @@ def init_sort_key(init: str) -> tuple[int, str]:
 def dataset_order(datasets: Iterable[str], always: Iterable[str] = ()) -> list[str]:
     """Paper datasets first (massive, tsm), then any others alphabetically."""
     names = set(datasets) | set(always)
-    paper = [d for d in ("massive", "tsm") if d in names]
+    paper = [d for d in PAPER_DATASETS if d in names]
     return paper + sorted(names - set(paper))
 
 

@@ -1,6 +1,7 @@
 """The paper's Tables 2-5 rebuilt from FINISHED trial records (plain data, no rendering).
 
-Selections (params as the sweep logs them; every table uses fraction 1.0 unless said otherwise):
+Selections (params as the sweep logs them; per dataset, every table uses the data fraction most
+of its runs use, `records.at_table_fraction`: the paper's 1.0, or a scaled-down sweep's own):
 - Table 2: train_partition = eval_partition = teacher_partition = all, epochs > 0. Rows are
   init x layers x hidden as run, columns dataset x NON-KD/KD.
 - Table 3: teacher_partition = seen, eval_partition = unseen, train_partition in {seen, english},

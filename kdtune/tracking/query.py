@@ -25,8 +25,9 @@ from urllib.parse import urlparse
 
 from kdtune.errors import UsageError
 
-KIND_TAG = "kdtune.kind"
-PARENT_TAG = "mlflow.parentRunId"
+from kdtune.tracking.store import sqlite_path
+from kdtune.tracking.tags import KIND as KIND_TAG, PARENT_RUN as PARENT_TAG, RUN_NAME
+
 # A reachability probe must answer within seconds, not after MLflow's default 7 retries with
 # exponential back-off (minutes).
 PROBE_TIMEOUT_S = 5
@@ -83,10 +84,9 @@ def connect(tracking_uri: str):
     A sqlite URI must name an existing database file: reading must never create an empty store.
     """
     parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        db_path = tracking_uri[len("sqlite:///"):] if tracking_uri.startswith("sqlite:///") else ""
-        if db_path and db_path != ":memory:" and not Path(db_path).is_file():
-            raise UsageError(f"no MLflow store at {db_path} (tracking URI {tracking_uri}); pass --tracking-uri")
+    db = sqlite_path(tracking_uri)
+    if db is not None and str(db) not in ("", ":memory:") and not db.is_file():
+        raise UsageError(f"no MLflow store at {db} (tracking URI {tracking_uri}); pass --tracking-uri")
     from mlflow.tracking import MlflowClient
 
     try:
@@ -125,7 +125,7 @@ def _record(run, experiment_name: str) -> TrialRecord:
     tags = run.data.tags
     return TrialRecord(
         run_id=run.info.run_id,
-        run_name=run.info.run_name or tags.get("mlflow.runName", ""),
+        run_name=run.info.run_name or tags.get(RUN_NAME, ""),
         experiment=experiment_name,
         status=run.info.status,
         kind=tags.get(KIND_TAG, ""),

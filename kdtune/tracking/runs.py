@@ -19,17 +19,12 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
-from kdtune.tracking.store import default_artifact_location, default_tracking_uri  # noqa: E402
+from kdtune.tracking.store import default_artifact_location, default_tracking_uri, sqlite_path  # noqa: E402
+from kdtune.tracking.tags import (  # noqa: E402, F401 - tag names, importable from here too
+    ATTEMPTS, CONFIG_HASH, INTERRUPTED, KIND, PARENT_RUN, STOPPED_BY_RAY, SWEEP,
+)
 
-KIND = "kdtune.kind"
-SWEEP = "kdtune.sweep"
-CONFIG_HASH = "kdtune.config_hash"
-# The `kdtune.stopped` tag of a trial Ray stopped; the sweep refines it (early stop or interrupt).
-STOPPED_BY_RAY = "stopped by Ray Tune (an early stop, or the sweep was interrupted)"
-INTERRUPTED = "kdtune.interrupted"  # set on trials a Ctrl-C stopped
-ATTEMPTS = "kdtune.attempts"
 MAX_PARAM_LEN = 6000
 
 
@@ -41,14 +36,15 @@ class Tracker:
     @classmethod
     def open(cls, uri: str, experiment: str) -> "Tracker":
         """Get or create the experiment (artifacts under mlruns/ for the default local store)."""
-        if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite_path(uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             location = None
-            if uri.startswith("sqlite:///") and uri.endswith("/mlflow.db"):
-                location = default_artifact_location(Path(uri[len("sqlite:///"):]).parent)
+            if db is not None and db.name == "mlflow.db":
+                location = default_artifact_location(db.parent)
             try:
                 exp_id = client.create_experiment(experiment, artifact_location=location)
             except Exception:  # created by a concurrent process in the meantime
@@ -77,11 +73,15 @@ class Tracker:
             if not token:
                 return out
 
+    def find_sweep_run(self, name: str):
+        """The newest parent run of sweep `name` (an MLflow Run), or None."""
+        runs = self.find_runs(f"tags.`{KIND}` = 'sweep' and tags.`{SWEEP}` = '{name}'")
+        return max(runs, key=lambda r: r.info.start_time) if runs else None
+
     def sweep_run(self, name: str) -> tuple[str, bool]:
         """The parent run for sweep `name`: reattach to the newest one, else create. (id, created)"""
-        runs = self.find_runs(f"tags.`{KIND}` = 'sweep' and tags.`{SWEEP}` = '{name}'")
-        if runs:
-            run = max(runs, key=lambda r: r.info.start_time)
+        run = self.find_sweep_run(name)
+        if run is not None:
             if run.info.status != "RUNNING":
                 self.client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id, False
@@ -89,7 +89,7 @@ class Tracker:
         return run.info.run_id, True
 
     def trial_runs(self, sweep_run_id: str) -> list:
-        return self.find_runs(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{sweep_run_id}'")
+        return self.find_runs(f"tags.`{PARENT_RUN}` = '{sweep_run_id}'")
 
     def start_run(self, name: str, tags: dict[str, str], parent: str | None = None, run_id: str | None = None) -> str:
         """Create a run, or mark an existing one RUNNING again (a resumed or retried trial)."""
@@ -99,7 +99,7 @@ class Tracker:
             return run_id
         tags = dict(tags)
         if parent:
-            tags[MLFLOW_PARENT_RUN_ID] = parent
+            tags[PARENT_RUN] = parent
         return client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
@@ -107,6 +107,11 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def delete_tags(self, run_id: str, keys: Iterable[str]) -> None:
+        client = self.client
+        for key in keys:
+            client.delete_tag(run_id, key)
 
     # --- data -------------------------------------------------------------------------------
 
@@ -153,8 +158,9 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
     """Fail fast (UsageError) when the tracking store can't be written or reached."""
     from kdtune.errors import UsageError
 
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
         probe = folder
         while not probe.exists() and probe.parent != probe:
             probe = probe.parent

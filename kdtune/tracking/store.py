@@ -27,6 +27,12 @@ def default_artifact_location(root: str | Path | None = None) -> str:
     return (root / "artifacts").as_uri()
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file a `sqlite:///PATH` URI names (PATH absolute or relative), else None."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
 def resolve_tracking_uri(explicit: str | None = None) -> str:
     """CLI/YAML value, else MLFLOW_TRACKING_URI, else the local sqlite store under ./mlruns."""
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()

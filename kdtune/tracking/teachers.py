@@ -10,9 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from kdtune.tracking.runs import CONFIG_HASH, KIND, SWEEP, Tracker
-
-UPLOADED = "kdtune.teacher_uploaded"
+from kdtune.tracking.runs import Tracker
+from kdtune.tracking.tags import CONFIG_HASH, KIND, SWEEP, TEACHER_UPLOADED
 
 
 def shares_disk(uri: str) -> bool:
@@ -34,7 +33,7 @@ def log_teacher(tracker: Tracker, key: str, info: dict, folder: Path, sweep: str
     tracker.log_dict(run_id, info, "teacher.json")
     if not shares_disk(tracker.uri):
         tracker.log_folder(run_id, folder, "teacher")
-        tracker.set_tags(run_id, {UPLOADED: "true"})
+        tracker.set_tags(run_id, {TEACHER_UPLOADED: "true"})
     tracker.end_run(run_id, "FINISHED")
     return run_id
 
@@ -46,7 +45,7 @@ def fetch_teacher(tracker: Tracker, key: str, dest: Path) -> bool:
     client = tracker.client
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(
-        exp_ids, f"tags.`{KIND}` = 'teacher' and tags.`{CONFIG_HASH}` = '{key}' and tags.`{UPLOADED}` = 'true'"
+        exp_ids, f"tags.`{KIND}` = 'teacher' and tags.`{CONFIG_HASH}` = '{key}' and tags.`{TEACHER_UPLOADED}` = 'true'"
         " and attributes.status = 'FINISHED'", max_results=1,
     )
     if not runs:

@@ -1,0 +1,73 @@
+"""How a sweep run ended: its trials' final states read back from MLflow, and the summary table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from kdtune.config import SweepSpec, TrialConfig
+from kdtune.tracking.tags import CONFIG_HASH, INTERRUPTED, STOPPED, STOPPED_BY_RAY, SUPERSEDED
+
+
+@dataclass
+class SweepOutcome:
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    skipped: list[str] = field(default_factory=list)  # config hashes already FINISHED
+    ran: list[str] = field(default_factory=list)
+    finished: int = 0
+    failed: int = 0
+    early_stopped: int = 0
+    interrupted: int = 0  # trials a Ctrl-C (SIGINT) stopped: the next run of the sweep resumes them
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.interrupted == 0
+
+
+def settle_runs(
+    tracker, parent: str, todo: list[TrialConfig], outcome: SweepOutcome, early_stop: bool, since_ms: int = 0
+) -> None:
+    """Count how this run's trials ended; runs Ray stopped are KILLED with the reason, none left RUNNING.
+
+    Ray Tune catches Ctrl-C (SIGINT) itself and returns from `fit` as if done, and a trial sees the
+    same stop as an early stop, so an interrupt is recognised here: a trial of the grid that never
+    started, or (without a scheduler, the only other thing that stops trials) one Ray stopped.
+    With ASHA, an interrupted running trial cannot be told from an early-stopped one.
+    """
+    wanted = {t.config_hash for t in todo}
+    runs = [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
+    never_started = wanted - {r.data.tags.get(CONFIG_HASH) for r in runs}
+    stopped = [r for r in runs if r.info.status == "RUNNING" or (
+        r.info.status == "KILLED" and r.info.start_time >= since_ms
+        and r.data.tags.get(STOPPED, "").startswith(STOPPED_BY_RAY))]
+    interrupted = bool(never_started) or (bool(stopped) and not early_stop)
+    for run in stopped:
+        if interrupted:
+            # Its own tag: the trial's process may still be writing `kdtune.stopped` as it exits.
+            tags = {INTERRUPTED: "the next run of the sweep resumes it from its checkpoint"}
+        else:
+            tags = {STOPPED: "early stopped by the scheduler" if early_stop else STOPPED_BY_RAY}
+        tracker.set_tags(run.info.run_id, tags)
+        if run.info.status == "RUNNING":
+            tracker.end_run(run.info.run_id, "KILLED")
+    if interrupted:
+        outcome.interrupted = len(stopped) + len(never_started)
+    else:
+        outcome.early_stopped = len(stopped)
+    outcome.finished = sum(r.info.status == "FINISHED" for r in runs)
+    outcome.failed = sum(r.info.status == "FAILED" for r in runs)
+
+
+def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
+    runs = sorted(tracker.trial_runs(parent), key=lambda r: r.info.run_name or "")
+    metric = spec.metric
+    say(f"\n{'run':58s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s}")
+    for r in runs:
+        if r.data.tags.get(SUPERSEDED):
+            continue
+        m = r.data.metrics
+        val = f"{m[f'best_val_{metric}']:.4f}" if f"best_val_{metric}" in m else "-"
+        test = f"{m[f'test_{metric}']:.4f}" if f"test_{metric}" in m else "-"
+        say(f"{(r.info.run_name or '')[:58]:58s} {r.info.status:9s} {val:>12s} {test:>13s}")

@@ -1,0 +1,125 @@
+"""The trial stage: start (or join) Ray, run the remaining trials as a Ray Tune grid, one line per event.
+
+Resources per trial, `max_concurrent`, optional ASHA early stopping on validation F1 and
+`max_failures` retries come from the sweep file. How each trial ended is read back from MLflow
+afterwards (`kdtune.sweep.outcome`), not from Ray's results.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from ray.tune import Callback
+
+from kdtune.config import SweepSpec, TrialConfig, make_trial
+from kdtune.errors import UsageError
+from kdtune.trainable import DIVERGED, run_trial
+
+
+def init_ray(address: str | None, store: Path) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"--address {address}: could not connect to the Ray cluster ({first})") from None
+    else:
+        # "local": a Ray of its own, even where another one runs on this machine (a bare init
+        # would join the latest one started, and refuse num_cpus there)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 object_store_memory=256 * 1024**2, configure_logging=False)
+
+
+def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, store: Path, say: Callable):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    ctx = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent": parent,
+           "store": str(store), "cpus": spec.resources.cpu, "sweep": spec.name}
+    scheduler = None
+    if spec.scheduler:
+        s = spec.scheduler
+        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period,
+                                  reduction_factor=s.reduction_factor, max_t=s.max_t)
+    trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([t.to_dict() for t in todo]), "ctx": ctx},
+        tune_config=tune.TuneConfig(
+            metric=f"val_{spec.metric}", mode="max", scheduler=scheduler, reuse_actors=True,
+            max_concurrent_trials=spec.max_concurrent or None,
+            trial_name_creator=lambda tr: trial_label(tr.config),
+            trial_dirname_creator=lambda tr: trial_label(tr.config).replace("/", "_"),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(store / "ray"),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=[ProgressLines(say, len(todo), wait_watch(spec, say))],
+            verbose=0,
+        ),
+    )
+    return tuner.fit()
+
+
+def wait_watch(spec: SweepSpec, say: Callable):
+    """Tells why queued teachers/trials do not start (see kdtune/resources_check.py)."""
+    import ray
+
+    from kdtune.resources_check import WaitWatch, request_of
+
+    return WaitWatch(request_of(spec.resources), say, lambda: (ray.nodes(), ray.available_resources()))
+
+
+def trial_label(config: dict) -> str:
+    return make_trial(config["trial"]).run_name
+
+
+class ProgressLines(Callback):
+    """One short line per trial event: started, evaluated, finished, failed."""
+
+    def __init__(self, say: Callable[[str], None], total: int, watch=None):
+        self.say, self.total, self.done, self.t0 = say, total, 0, time.time()
+        self.placed: set[str] = set()
+        self.watch = watch  # a resources_check.WaitWatch: says why pending trials do not start
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.watch is not None:
+            status = [t.status for t in trials]
+            self.watch.update(waiting=status.count("PENDING"), running=status.count("RUNNING"))
+
+    def _prefix(self) -> str:
+        return f"[{time.time() - self.t0:7.1f}s {self.done}/{self.total}]"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.say(f"{self._prefix()} start  {trial.trial_id} {trial_label(trial.config)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        metric = result.get("metric")
+        if not metric:
+            return
+        if result.get(DIVERGED):
+            self.say(f"{self._prefix()} FAILED {trial_label(trial.config)} (non-finite loss; see the run's error.txt)")
+            return
+        if trial.trial_id not in self.placed and result.get("node"):
+            self.placed.add(trial.trial_id)
+            self.say(f"{self._prefix()} node   {trial_label(trial.config)} runs on {result['node']}")
+        extra = f" test {result['test']:.4f}" if "test" in result else ""
+        self.say(f"{self._prefix()} eval   {trial_label(trial.config)} step {result.get('step', '?')} "
+                 f"val {metric} {result[f'val_{metric}']:.4f} best {result.get('best_val', float('nan')):.4f}{extra}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.say(f"{self._prefix()} done   {trial_label(trial.config)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.say(f"{self._prefix()} FAILED {trial_label(trial.config)} (see the run's error.txt in MLflow)")
