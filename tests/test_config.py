@@ -14,7 +14,13 @@ from kdtune.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_COUNTS = {"table2": 72, "table3": 72, "table4": 18, "table5": 2, "fig2": 45,
-                "tiny-table2": 36, "tiny-table3": 36, "tiny-table5": 2, "tiny-fig2": 27}
+                "tiny-table2": 36, "tiny-table3": 36, "tiny-table5": 2, "tiny-fig2": 27,
+                "minilm-table2": 72, "minilm-table3": 72, "minilm-table4": 18, "minilm-table5": 2,
+                "minilm-fig2": 27, "demo": 6}
+
+
+def test_every_sweep_file_is_checked_here():
+    assert {p.stem for p in (REPO / "sweeps").glob("*.yaml")} == set(PAPER_COUNTS)
 
 
 def write(tmp_path: Path, text: str) -> Path:

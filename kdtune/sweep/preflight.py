@@ -21,7 +21,7 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
     """Every check that needs no training; raises UsageError naming the key or file."""
     from kdtune import data
     from kdtune.data.sources import expand
-    from kdtune.tracking.runs import check_reachable
+    from kdtune.tracking.store import check_reachable  # no mlflow import: bad input fails fast
 
     where = spec.path
     if not writable(store):

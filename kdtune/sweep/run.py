@@ -47,14 +47,16 @@ def run_sweep(
     force: bool = False,
     out: TextIO | None = None,
 ) -> SweepOutcome:
-    from kdtune.sweep.lease import DriverLease, refuse_if_held
-    from kdtune.tracking.runs import Tracker
     from kdtune.tracking.store import default_root, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri or spec.tracking_uri)
     store = Path(storage or spec.storage or default_root()).expanduser().resolve()
     preflight(spec, uri, store, address)
     store.mkdir(parents=True, exist_ok=True)
+
+    # Imported after preflight: mlflow takes seconds to import, and bad input should fail fast.
+    from kdtune.sweep.lease import DriverLease, refuse_if_held
+    from kdtune.tracking.runs import Tracker
 
     tracker = Tracker.open(uri, spec.experiment)
     earlier = tracker.find_sweep_run(spec.name)

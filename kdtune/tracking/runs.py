@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,30 +153,4 @@ def _chunks(items: list, n: int):
         yield items[i : i + n]
 
 
-def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
-    """Fail fast (UsageError) when the tracking store can't be written or reached."""
-    from kdtune.errors import UsageError
-
-    db = sqlite_path(uri)
-    if db is not None:
-        folder = db.parent
-        probe = folder
-        while not probe.exists() and probe.parent != probe:
-            probe = probe.parent
-        try:
-            with tempfile.TemporaryFile(dir=probe):
-                pass
-        except OSError:
-            raise UsageError(f"tracking uri {uri}: {folder} is not writable") from None
-        return
-    if uri.startswith(("http://", "https://")):
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
-                return
-        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
-            raise UsageError(f"tracking uri {uri}: not reachable ({exc})") from None
-
-
-__all__ = ["Tracker", "check_reachable", "default_tracking_uri", "KIND", "SWEEP", "CONFIG_HASH"]
+__all__ = ["Tracker", "default_tracking_uri", "KIND", "SWEEP", "CONFIG_HASH"]

@@ -8,6 +8,7 @@ MLFLOW_TRACKING_URI override it, in that order.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 DEFAULT_ROOT = "mlruns"
@@ -36,3 +37,29 @@ def sqlite_path(uri: str) -> Path | None:
 def resolve_tracking_uri(explicit: str | None = None) -> str:
     """CLI/YAML value, else MLFLOW_TRACKING_URI, else the local sqlite store under ./mlruns."""
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast (UsageError) when the tracking store can't be written or reached."""
+    from kdtune.errors import UsageError
+
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
+        probe = folder
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        try:
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError:
+            raise UsageError(f"tracking uri {uri}: {folder} is not writable") from None
+        return
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                return
+        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+            raise UsageError(f"tracking uri {uri}: not reachable ({exc})") from None
