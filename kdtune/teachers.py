@@ -87,11 +87,9 @@ def fine_tune(
     driver that shows how far a long teacher has got; the sweep throttles it).
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     from kdtune.models.preset import resolve_base_model
+    from kdtune.quiet import quiet_transformers
 
-    hf_logging.set_verbosity_error()  # the expected "classifier newly initialized" load report
     device = device or pick_device()
     base = resolve_base_model(spec.base_model, spec.dataset, spec.data_dir)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -102,10 +100,11 @@ def fine_tune(
         seed_everything(seed)
         inputs = teacher_inputs(splits, tokenizer, spec, seed)
         names = inputs.label_names
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-        )
+        with quiet_transformers(errors_only=True):  # the expected "classifier newly initialized" report
+            model = AutoModelForSequenceClassification.from_pretrained(
+                base, num_labels=len(names), id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)},
+            )
         settings = TrainSettings.from_fields(spec, seed=seed)
         losses: list[tuple[int, float]] = []
         n_steps = total_steps(settings, len(inputs.train_loader(0)))

@@ -8,8 +8,9 @@ tells the caller what happened through callbacks, so the same loop serves teache
 tests and the benchmark.
 
 Resuming: `TrainState` holds everything needed to continue bit-for-bit (step, optimizer,
-scheduler, best weights); each epoch's batch order depends only on (seed, epoch), so a resumed
-run skips the batches it has already seen and continues with the same order.
+scheduler, best weights, and torch's random state, which dropout draws from); each epoch's batch
+order depends only on (seed, epoch), so a resumed run skips the batches it has already seen and
+continues with the same order and the same dropout masks.
 """
 
 from __future__ import annotations
@@ -81,6 +82,21 @@ class TrainState:
     optimizer: dict | None = None
     scheduler: dict | None = None
     history: list[dict] = field(default_factory=list)  # evaluation records
+    rng: dict[str, Any] | None = None  # torch's CPU (and CUDA) generator states at `step`
+
+
+def capture_rng() -> dict[str, Any]:
+    """torch's global random state: what dropout draws from (data order has its own seeds)."""
+    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 @dataclass
@@ -199,8 +215,20 @@ def train(
         running: dict[str, torch.Tensor] = {}
         n_running = 0
         epoch, skip = divmod(state.step, steps_per_epoch)
+        # Resumed: put torch's random state (dropout's masks) back where the interrupted run took
+        # it. Making a DataLoader iterator draws its base seed from that state, and the
+        # interrupted run made that draw at the start of the epoch: so restore before the draw at
+        # an epoch boundary, after it mid-epoch.
+        resume_rng = state.rng
         while state.step < n_steps:
-            for i, batch in enumerate(make_train_loader(epoch)):
+            if resume_rng is not None and skip == 0:
+                restore_rng(resume_rng)
+                resume_rng = None
+            batches = iter(make_train_loader(epoch))
+            if resume_rng is not None:
+                restore_rng(resume_rng)
+                resume_rng = None
+            for i, batch in enumerate(batches):
                 if i < skip:
                     continue  # resumed mid-epoch: these batches were already trained on
                 losses = step_fn(batch)
@@ -229,6 +257,7 @@ def train(
                     record_eval(model, state, state.step, metrics, settings.metric)
                     state.optimizer = optimizer.state_dict()
                     state.scheduler = scheduler.state_dict()
+                    state.rng = capture_rng()
                     callbacks.on_eval(state.step, metrics, state)
                 if last:
                     break

@@ -106,6 +106,8 @@ def run(
 
     trial, inputs = built.trial, built.inputs
     cache = teacher_cache.attach(built, device, log) if trial.epochs > 0 else "off"
+    # A resumed state carries torch's random state (train restores it); an older checkpoint
+    # without one continues from a seed that at least differs from the first run's.
     seed_everything(trial.seed + (state.step if state else 0))
     result = train(
         built.student, inputs.train_loader, inputs.validation.loader, TrainSettings.from_fields(trial), device,
@@ -140,7 +142,7 @@ def save_checkpoint(folder: Path, built: Built, state: TrainState, extra: dict) 
     save_file(_untie(weights), tmp / "model.safetensors")
     if state.best_weights is not None:
         save_file(_untie(state.best_weights), tmp / "best.safetensors")
-    torch.save({"optimizer": state.optimizer, "scheduler": state.scheduler}, tmp / "optim.pt")
+    torch.save({"optimizer": state.optimizer, "scheduler": state.scheduler, "rng": state.rng}, tmp / "optim.pt")
     meta = {"step": state.step, "best_score": state.best_score, "best_step": state.best_step,
             "history": state.history, **extra}
     (tmp / "meta.json").write_text(json.dumps(meta))
@@ -165,6 +167,7 @@ def load_checkpoint(folder: Path, built: Built) -> tuple[TrainState, dict]:
     state = TrainState(
         step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"], best_weights=best,
         optimizer=optim["optimizer"], scheduler=optim["scheduler"], history=meta["history"],
+        rng=optim.get("rng"),  # absent from checkpoints written before it was kept
     )
     return state, meta
 

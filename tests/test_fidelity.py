@@ -259,8 +259,8 @@ def test_compile_and_where_the_data_lives_do_not_change_the_hash():
 HALF_WIDTH_KD = {
     "dataset": "synthetic", "base_model": "preset:micro", "kd": True, "hidden": 16, "max_steps": 12,
     "batch_size": 32, "lr": 1e-3, "eval_steps": 6, "log_steps": 3, "max_length": 32, "teacher_max_steps": 10,
-    "teacher_batch_size": 64, "teacher_eval_steps": 10, "hidden_dropout": 0.0, "attention_dropout": 0.0,
-}
+    "teacher_batch_size": 64, "teacher_eval_steps": 10,
+}  # dropout left on: a resumed run must also continue the dropout masks
 
 
 def test_half_width_kd_trains_w_by_default_and_resumes_bit_exactly(tmp_path, kdtune_cache):

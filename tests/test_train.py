@@ -122,6 +122,45 @@ def test_resume_from_a_mid_training_state_gives_identical_weights():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("stop_step", [8, 10], ids=["mid-epoch", "epoch-boundary"])
+def test_resume_with_dropout_and_data_loaders_is_bit_exact(stop_step):
+    """Dropout draws from torch's global RNG, and so does each DataLoader iterator (its base seed):
+    a resumed run must continue both where the interrupted one was, at an epoch boundary too."""
+    from torch.utils.data import DataLoader
+
+    settings = TrainSettings(epochs=3, lr=2e-3, eval_steps=2, log_steps=2, warmup_ratio=0.2)
+    loaders = lambda epoch: DataLoader(batches(5, seed=100 + epoch), batch_size=None)  # noqa: E731
+    val = DataLoader(batches(2, seed=10), batch_size=None)
+    full_logs, resumed_logs = {}, {}
+    full = tiny_model(seed=3, dropout=0.1)
+    train(full, loaders, val, settings, torch.device("cpu"),
+          callbacks=Callbacks(on_log=lambda step, logs: full_logs.update({step: logs["total"]})))
+
+    class Stop(Exception):
+        pass
+
+    saved = {}
+
+    def stop(step, metrics, state):
+        if step == stop_step:  # 5 steps per epoch: 8 is mid-epoch 1, 10 ends it
+            saved["state"] = copy.deepcopy(state)
+            saved["weights"] = copy.deepcopy(interrupted.state_dict())
+            raise Stop
+
+    interrupted = tiny_model(seed=3, dropout=0.1)
+    with pytest.raises(Stop):
+        train(interrupted, loaders, val, settings, torch.device("cpu"), callbacks=Callbacks(on_eval=stop))
+    resumed = tiny_model(seed=99, dropout=0.1)  # another init and RNG state: all must come from the state
+    resumed.load_state_dict(saved["weights"])
+    train(resumed, loaders, val, settings, torch.device("cpu"), state=saved["state"],
+          callbacks=Callbacks(on_log=lambda step, logs: resumed_logs.update({step: logs["total"]})))
+    # The training losses after the stop (the final weights are the best checkpoint's, which may
+    # predate the stop): the same numbers, bit for bit.
+    assert resumed_logs == {step: loss for step, loss in full_logs.items() if step > stop_step}
+    for k, v in full.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
 def test_non_finite_loss_stops_training():
     model = tiny_model()
     with torch.no_grad():

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from kdtune.tracking.store import default_tracking_uri
+
 
 def grid(base_model: str, dataset: str, data_dir: str | None, workdir: Path, *, max_steps: int | None,
          batch_size: int, max_length: int, cpus: int, gpus: float) -> dict:
@@ -42,7 +44,7 @@ def grid(base_model: str, dataset: str, data_dir: str | None, workdir: Path, *, 
         fixed.update(max_steps=max_steps, eval_steps=max(1, max_steps // 2), log_steps=max(1, min(50, max_steps // 6)))
     return {
         "name": "bench-overhead",
-        "tracking": {"uri": f"sqlite:///{workdir}/mlruns/mlflow.db", "experiment": "kdtune-bench"},
+        "tracking": {"uri": default_tracking_uri(workdir / "mlruns"), "experiment": "kdtune-bench"},
         "storage": str(workdir / "store"),
         "fixed": fixed,
         "grid": {"init": ["teacher", "scratch"], "kd": [False, True], "seed": [1, 2]},

@@ -88,7 +88,8 @@ def config(name: str):
 def build(name: str, target: Path, meta: dict) -> None:
     """Write the preset folder for `name` at `target` (which must not exist)."""
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from kdtune.quiet import quiet_transformers
 
     model_info = PACKAGED[name]
     source_zip = zip_path(name)
@@ -96,9 +97,7 @@ def build(name: str, target: Path, meta: dict) -> None:
         with zipfile.ZipFile(source_zip) as zf:
             zf.extractall(tmp, members=["config.json", "model.safetensors", "tokenizer.json",
                                         "tokenizer_config.json", "special_tokens_map.json"])
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
+        with quiet_transformers():
             model = AutoModel.from_pretrained(tmp)
             tokenizer = AutoTokenizer.from_pretrained(tmp)
             # The sentence-transformers tokenizer.json pads every input to 128 tokens; kdtune pads
@@ -108,9 +107,6 @@ def build(name: str, target: Path, meta: dict) -> None:
             target.mkdir(parents=True)
             model.save_pretrained(target)
             tokenizer.save_pretrained(target)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
     info = dict(meta)
     info.update(
         source=model_info.source, license=model_info.license, distribution=model_info.distribution,

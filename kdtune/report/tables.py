@@ -18,158 +18,43 @@ of its runs use, `records.at_table_fraction`: the paper's 1.0, or a scaled-down 
 tiny-preset sweep (e.g. 2 layers x 32) is compared with the paper's 6 x 768 row of the same init.
 Teacher rows use the students' teacher-test score (the teacher on the same test selection).
 Every value is the report's metric (macro-F1 or micro-F1, `kdtune.report.records.project`).
+The Table/Row/Column shape and the pieces every builder shares are in `kdtune.report.table_parts`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 from kdtune.report import paper as paper_numbers
-from kdtune.report.paper import PAPER_DATASETS, Values
+from kdtune.report.paper import PAPER_DATASETS
 from kdtune.report.records import (
     MAJORITY_SCORE,
     TEACHER_LABEL,
     TEACHER_WIDTH,
-    hidden_label,
-    hidden_of,
-    is_copy_only,
-    layers_label,
-    layers_of,
-    teacher_partition,
     Cell,
-    dataset_order,
-    full_width,
-    group_by,
-    init_label,
-    init_sort_key,
     at_table_fraction,
     data_notes,
+    full_width,
+    group_by,
+    hidden_label,
+    hidden_of,
+    init_label,
+    init_sort_key,
+    is_copy_only,
     is_trained,
+    layers_label,
+    layers_of,
     only_full_width,
     param,
     param_bool,
-    seed_cell,
     setup_matches,
     teacher_cell,
-    varying_params,
+    teacher_partition,
 )
+from kdtune.report.table_parts import Cells, Row, Table, columns_for, runs_by_column, teacher_note, teacher_row
 from kdtune.tracking.query import TrialRecord
 
 PARTITION_LABELS = {"seen": "seen lang", "unseen": "unseen lang", "english": "english", "all": "all"}
-
-
-@dataclass(frozen=True)
-class Column:
-    dataset: str
-    kd: bool | None  # None: one column per dataset
-
-    @property
-    def key(self) -> tuple[str, bool | None]:
-        return (self.dataset, self.kd)
-
-    @property
-    def setting(self) -> str:
-        return "" if self.kd is None else ("KD" if self.kd else "NON-KD")
-
-    @property
-    def label(self) -> str:
-        return f"{self.dataset} {self.setting}".strip()
-
-
-@dataclass
-class Row:
-    labels: tuple[str, ...]  # what the reader sees, one per row-header column
-    keys: tuple[str, ...]  # machine values for the CSV (init, layers, ...)
-    cells: dict[tuple[str, bool | None], Cell]
-    is_teacher: bool = False
-
-
-@dataclass
-class Table:
-    name: str  # table2 ... table5: also the CSV file stem
-    title: str
-    selection: str  # one line: which runs the table reads
-    row_header: tuple[str, ...]
-    row_keys: tuple[str, ...]
-    columns: list[Column]
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    n_runs: int = 0  # FINISHED trial runs the table read
-    run_ids: set[str] = field(default_factory=set)
-
-    def cell(self, row_keys: tuple[str, ...], dataset: str, kd: bool | None) -> Cell:
-        for row in self.rows:
-            if row.keys == tuple(row_keys):
-                return row.cells[(dataset, kd)]
-        raise KeyError(row_keys)
-
-
-class _Cells:
-    """Builds cells and collects the table-wide notes (duplicate seeds, mixed settings)."""
-
-    def __init__(self) -> None:
-        self.duplicates = 0
-        self.mixed: set[str] = set()
-
-    def seeds(self, runs: list[TrialRecord], paper: float | int | None) -> Cell:
-        cell, dropped = seed_cell(runs, paper=paper)
-        self.duplicates += dropped
-        self.mixed |= varying_params(runs)
-        return cell
-
-    def notes(self) -> list[str]:
-        out = []
-        if self.duplicates:
-            out.append(
-                f"{self.duplicates} run(s) repeated a seed already in their cell; only the latest run per seed counts."
-            )
-        if self.mixed:
-            out.append(
-                "Some cells average runs that differ in more than the seed: "
-                + ", ".join(sorted(self.mixed))
-                + " (narrow the experiment or check the sweep grid)."
-            )
-        return out
-
-
-def _columns(records: list[TrialRecord], with_kd: bool) -> list[Column]:
-    datasets = dataset_order((param(r, "dataset") or "?" for r in records), always=PAPER_DATASETS)
-    kds: tuple[bool | None, ...] = (False, True) if with_kd else (None,)
-    return [Column(d, kd) for d in datasets for kd in kds]
-
-
-def _runs_by_column(runs: list[TrialRecord], columns: list[Column]) -> dict[tuple, list[TrialRecord]]:
-    out: dict[tuple, list[TrialRecord]] = {c.key: [] for c in columns}
-    for rec in runs:
-        kd = param_bool(rec, "kd")
-        for col in columns:
-            if param(rec, "dataset") == col.dataset and (col.kd is None or col.kd == kd):
-                out[col.key].append(rec)
-    return out
-
-
-def _teacher_row(
-    records: list[TrialRecord], columns: list[Column], paper: Values, labels: tuple[str, ...], keys: tuple[str, ...]
-) -> Row:
-    by_col = _runs_by_column(records, [Column(c.dataset, None) for c in columns])
-    cells = {}
-    for col in columns:
-        if col.kd:  # the teacher has no KD variant: "-" as in the paper
-            cells[col.key] = Cell(applicable=False)
-        else:
-            cells[col.key] = teacher_cell(by_col[(col.dataset, None)], paper=paper.get(col.key))
-    return Row(labels=labels, keys=keys, cells=cells, is_teacher=True)
-
-
-def _teacher_note(records: list[TrialRecord]) -> str | None:
-    bases = sorted({param(r, "base_model") or "?" for r in records})
-    if not records:
-        return None
-    return (
-        f"Teacher: fine-tuned from base_model {', '.join(bases)}; its score is the teacher-test score its "
-        "students logged on their test selection (n counts distinct teachers, not students)."
-    )
 
 
 def _width_class(hidden: float | None, widest: float | None) -> str | None:
@@ -190,7 +75,7 @@ def table2(trials: list[TrialRecord]) -> Table:
     sel = at_table_fraction([
         r for r in trials if setup_matches(r, "all", "all", "all") and is_trained(r) and hidden_of(r) is not None
     ])
-    columns = _columns(sel, with_kd=True)
+    columns = columns_for(sel, with_kd=True)
     table = Table(
         name="table2",
         title="Table 2: model initialization with and without KD",
@@ -205,11 +90,11 @@ def table2(trials: list[TrialRecord]) -> Table:
     widest = full_width(sel)
     widest_all = max(widest.values()) if widest else None
     paper_rows = {(init, PAPER_WIDTH[hidden]): values for (init, _, hidden), values in paper_numbers.paper_rows("table2")}
-    cells = _Cells()
+    cells = Cells()
 
     teacher_shape = paper_numbers.paper_teacher_shape("table2")
     table.rows.append(
-        _teacher_row(
+        teacher_row(
             sel,
             columns,
             paper_numbers.paper_teacher("table2"),
@@ -226,7 +111,7 @@ def table2(trials: list[TrialRecord]) -> Table:
     student_rows: list[tuple[tuple, Row]] = []
     for (init, layers_raw, hidden_raw), runs in groups.items():
         layers, hidden = layers_of(runs[0]), hidden_of(runs[0])
-        by_col = _runs_by_column(runs, columns)
+        by_col = runs_by_column(runs, columns)
         row_cells = {}
         for col in columns:
             width = _width_class(hidden, widest.get(col.dataset, widest_all))
@@ -268,7 +153,7 @@ def table2(trials: list[TrialRecord]) -> Table:
     if any(hidden_of(r) == TEACHER_WIDTH for r in sel) or any(layers_of(r) is None for r in sel):
         table.notes.append("'= teacher' / '½ teacher': the sweep left hidden / layers unset (the teacher's "
                            "hidden size, half the teacher's layers).")
-    table.notes += data_notes(sel) + [n for n in [_teacher_note(sel)] if n] + cells.notes()
+    table.notes += data_notes(sel) + [n for n in [teacher_note(sel)] if n] + cells.notes()
     return table
 
 
@@ -285,23 +170,23 @@ def _init_train_table(
     teacher_labels: tuple[str, ...],
 ) -> Table:
     """Tables 3 and 4: paper rows in the paper's order (plus any other observed rows), teacher first."""
-    columns = _columns(sel, with_kd=with_kd)
+    columns = columns_for(sel, with_kd=with_kd)
     table = Table(name, title, selection, row_header, row_keys, columns, n_runs=len(sel), run_ids={r.run_id for r in sel})
     table.rows.append(
-        _teacher_row(sel, columns, paper_numbers.paper_teacher(name), teacher_labels, ("teacher_model",) + ("",) * (len(row_keys) - 1))
+        teacher_row(sel, columns, paper_numbers.paper_teacher(name), teacher_labels, ("teacher_model",) + ("",) * (len(row_keys) - 1))
     )
     groups = group_by(sel, key_of)
-    cells = _Cells()
+    cells = Cells()
     keys_in_order = [key for key, _ in paper_numbers.paper_rows(name)]
     paper = dict(paper_numbers.paper_rows(name))
     keys_in_order += sorted((k for k in groups if k not in paper), key=lambda k: (init_sort_key(k[0]), k[1:]))
     for key in keys_in_order:
-        by_col = _runs_by_column(groups.get(key, []), columns)
+        by_col = runs_by_column(groups.get(key, []), columns)
         row_cells = {col.key: cells.seeds(by_col[col.key], paper.get(key, {}).get(col.key)) for col in columns}
         table.rows.append(Row(labels=labels_of(key), keys=tuple(str(k) for k in key), cells=row_cells))
     if sel:
         table.notes.append("Full-width students only (the widest hidden size run for each dataset).")
-    table.notes += data_notes(sel) + [n for n in [_teacher_note(sel)] if n] + cells.notes()
+    table.notes += data_notes(sel) + [n for n in [teacher_note(sel)] if n] + cells.notes()
     return table
 
 
@@ -367,7 +252,7 @@ def table5(trials: list[TrialRecord]) -> Table:
         return [r for r in runs if hidden_of(r) == widest.get(param(r, "dataset") or "")]
 
     finetuned, copied = full(finetuned), full(copied)
-    columns = _columns(finetuned + copied, with_kd=False)
+    columns = columns_for(finetuned + copied, with_kd=False)
     table = Table(
         name="table5",
         title="Table 5: copying the teacher's weights, without and with fine-tuning",
@@ -379,14 +264,14 @@ def table5(trials: list[TrialRecord]) -> Table:
         n_runs=len(finetuned) + len(copied),
         run_ids={r.run_id for r in finetuned + copied},
     )
-    cells = _Cells()
+    cells = Cells()
     runs = {"with_finetune": finetuned, "without_finetune": copied}
     for (key,), values in paper_numbers.paper_rows("table5"):
         if key in runs:
-            by_col = _runs_by_column(runs[key], columns)
+            by_col = runs_by_column(runs[key], columns)
             row_cells = {col.key: cells.seeds(by_col[col.key], values.get(col.key)) for col in columns}
         else:  # the majority-class baseline its students logged for the same test rows
-            by_col = _runs_by_column(finetuned + copied, columns)
+            by_col = runs_by_column(finetuned + copied, columns)
             row_cells = {col.key: teacher_cell(by_col[col.key], values.get(col.key), key=MAJORITY_SCORE)
                          for col in columns}
         table.rows.append(Row(labels=(TABLE5_LABELS.get(key, key),), keys=(key,), cells=row_cells))

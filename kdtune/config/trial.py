@@ -1,35 +1,22 @@
-"""Trial and sweep configuration: plain dataclasses, YAML loading, validation, grid expansion.
+"""The trial: one student training as a frozen dataclass, its hash, and its validation.
 
-A sweep YAML owns the experiment; this module turns it into a list of fully resolved
-`TrialConfig`s, each identified by `config_hash` (a hash of every field that can change a result).
-Every check here runs before any work starts and raises `UsageError` with one line naming the
-file, the key path and what is allowed.
-
-    name: table2                      # sweep name (the MLflow parent run)
-    tracking: {uri: ..., experiment: ...}
-    fixed: {base_model: xlm-roberta-base, epochs: 30}
-    grid: {dataset: [massive, tsm], init: [teacher, base, scratch], kd: [false, true]}
-    overrides: [{match: {dataset: tsm}, set: {eval_steps: 500}}]
-    resources: {cpu: 4, gpu: 1}
-    max_concurrent: 4
-    scheduler: {type: asha, grace_period: 2}
-    max_failures: 1
+`TrialConfig` holds every setting of one trial; `config_hash` hashes every field that can change
+a result (not `UNHASHED`; `ADDED_LATER` fields at their default stay out, so old hashes hold).
+`TeacherSpec` is the part the teacher stage reads, keyed the same way. `make_trial` turns plain
+YAML values into a checked `TrialConfig`; each check raises `UsageError` with one line naming the
+file, the key path and what is allowed. The allowed values of each choice live here, once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
-import itertools
 import json
 import math
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any
 
-import yaml
-
+from kdtune.config.checks import did_you_mean
 from kdtune.errors import UsageError
 from kdtune.metrics import METRICS
 
@@ -210,184 +197,6 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@dataclass
-class Resources:
-    cpu: float = 1
-    gpu: float = 0
-
-
-@dataclass
-class Scheduler:
-    type: str = "asha"
-    grace_period: int = 1  # in evaluation reports
-    reduction_factor: float = 3
-    max_t: int = 100
-
-
-@dataclass
-class SweepSpec:
-    name: str
-    source: str  # the YAML text as given, logged as an artifact
-    path: str
-    trials: list[TrialConfig]
-    experiment: str
-    tracking_uri: str | None = None
-    storage: str | None = None
-    resources: Resources = field(default_factory=Resources)
-    max_concurrent: int = 0  # 0: as many as resources allow
-    scheduler: Scheduler | None = None
-    max_failures: int = 0
-    description: str = ""
-    overrides_applied: list[str] = field(default_factory=list)
-
-    @property
-    def metric(self) -> str:
-        """The validation metric the sweep compares trials on (one per sweep; `parse_sweep`)."""
-        return self.trials[0].metric if self.trials else METRICS[0]
-
-    @property
-    def teacher_trials(self) -> dict[str, TrialConfig]:
-        """One representative trial per distinct teacher the grid needs."""
-        out: dict[str, TrialConfig] = {}
-        for t in self.trials:
-            out.setdefault(t.teacher_key, t)
-        return out
-
-
-SWEEP_KEYS = {
-    "name": str,
-    "description": str,
-    "tracking": dict,
-    "storage": str,
-    "fixed": dict,
-    "grid": dict,
-    "overrides": list,
-    "resources": dict,
-    "max_concurrent": int,
-    "scheduler": (dict, type(None)),
-    "max_failures": int,
-}
-TRACKING_KEYS = {"uri": (str, type(None)), "experiment": str}
-RESOURCE_KEYS = {"cpu": (int, float), "gpu": (int, float)}
-SCHEDULER_KEYS = {"type": str, "grace_period": int, "reduction_factor": (int, float), "max_t": int}
-
-
-def load_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SweepSpec:
-    """Read, override (`--set key=value`), validate and expand a sweep YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: sweep file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not a UTF-8 text file (byte {exc.start}); a sweep file is YAML text") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UsageError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
-    for item in sets:
-        apply_set(raw, item, path)
-    return parse_sweep(raw, text=text, path=str(path))
-
-
-def apply_set(raw: dict, item: str, path: Path | str) -> None:
-    """`fixed.epochs=1` -> raw['fixed']['epochs'] = 1 (value parsed as YAML)."""
-    if "=" not in item:
-        raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. fixed.epochs=1")
-    key, value = item.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise UsageError(f"--set {item!r}: empty key part")
-    node = raw
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise UsageError(f"--set {item!r}: {p} is not a mapping in {path}")
-    try:
-        node[parts[-1]] = yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise UsageError(f"--set {item!r}: value is not valid YAML") from None
-
-
-def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
-    check_keys(raw, SWEEP_KEYS, path, "")
-    name = raw.get("name") or Path(path).stem
-    tracking = raw.get("tracking") or {}
-    check_keys(tracking, TRACKING_KEYS, path, "tracking.")
-    resources = raw.get("resources") or {}
-    check_keys(resources, RESOURCE_KEYS, path, "resources.")
-    res = Resources(**resources)
-    if res.cpu <= 0 or res.gpu < 0:
-        raise UsageError(f"{path}: resources: cpu must be > 0 and gpu >= 0, got {resources}")
-    sched = raw.get("scheduler")
-    scheduler = None
-    if sched:
-        check_keys(sched, SCHEDULER_KEYS, path, "scheduler.")
-        scheduler = Scheduler(**sched)
-        if scheduler.type != "asha":
-            raise UsageError(f"{path}: scheduler.type: {scheduler.type!r} not supported; allowed: asha")
-    fixed = raw.get("fixed") or {}
-    grid = raw.get("grid") or {}
-    overrides = raw.get("overrides") or []
-    check_trial_keys(fixed, path, "fixed.")
-    check_trial_keys(grid, path, "grid.")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise UsageError(f"{path}: grid.{key}: expected a non-empty list of values, got {values!r}")
-    for i, ov in enumerate(overrides):
-        if not isinstance(ov, dict) or set(ov) != {"match", "set"}:
-            raise UsageError(f"{path}: overrides[{i}]: expected {{match: {{...}}, set: {{...}}}}")
-        check_trial_keys(ov["match"], path, f"overrides[{i}].match.")
-        check_trial_keys(ov["set"], path, f"overrides[{i}].set.")
-
-    trials = expand_grid(fixed, grid, overrides, path)
-    metrics = sorted({t.metric for t in trials})
-    if len(metrics) > 1:
-        raise UsageError(f"{path}: metric: one sweep compares its trials on one metric (early stopping, the summary); "
-                         f"this grid sets {' and '.join(metrics)}: split it into one sweep per metric")
-    max_concurrent = raw.get("max_concurrent", 0)
-    max_failures = raw.get("max_failures", 0)
-    if max_concurrent < 0 or max_failures < 0:
-        raise UsageError(f"{path}: max_concurrent and max_failures must be >= 0")
-    return SweepSpec(
-        name=str(name),
-        source=text,
-        path=path,
-        trials=trials,
-        experiment=tracking.get("experiment") or f"kdtune-{name}",
-        tracking_uri=tracking.get("uri"),
-        storage=raw.get("storage"),
-        resources=res,
-        max_concurrent=max_concurrent,
-        scheduler=scheduler,
-        max_failures=max_failures,
-        description=raw.get("description", ""),
-    )
-
-
-def expand_grid(fixed: dict, grid: dict, overrides: list, path: str) -> list[TrialConfig]:
-    """Cartesian product of grid axes over fixed values, then matching overrides, in file order."""
-    keys = list(grid)
-    trials, seen = [], set()
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        values = {**fixed, **dict(zip(keys, combo))}
-        for ov in overrides:
-            if all(values.get(k, default_of(k)) == v for k, v in ov["match"].items()):
-                values.update(ov["set"])
-        sections = {k: "fixed" for k in fixed} | {k: "grid" for k in keys}
-        for i, ov in enumerate(overrides):
-            sections.update({k: f"overrides[{i}].set" for k in ov["set"]})
-        trial = make_trial(values, path, sections)
-        if trial.config_hash not in seen:  # e.g. overrides that collapse two grid points
-            seen.add(trial.config_hash)
-            trials.append(trial)
-    return trials
-
-
 def default_of(key: str) -> Any:
     f = TRIAL_FIELDS[key]
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -503,32 +312,3 @@ def validate_trial(t: TrialConfig, path: str, prefix=lambda key: "") -> None:
             raise bad(key, "loss weights must be >= 0")
     if isinstance(t.layer_map, tuple) and t.layers is not None and len(t.layer_map) != t.layers:
         raise bad("layer_map", f"lists {len(t.layer_map)} teacher layers but layers is {t.layers}")
-
-
-def check_keys(mapping: Any, allowed: dict[str, Any], path: str, prefix: str) -> None:
-    if not isinstance(mapping, dict):
-        raise UsageError(f"{path}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {mapping!r}")
-    for key, value in mapping.items():
-        if key not in allowed:
-            raise UsageError(f"{path}: {prefix}{key}: unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
-        if not isinstance(value, allowed[key]) or isinstance(value, bool) and allowed[key] in (int, (int, float)):
-            kinds = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
-            want = " or ".join(TYPE_WORDS.get(t, t.__name__) for t in kinds)
-            raise UsageError(f"{path}: {prefix}{key}: expected {want}, got {value!r}")
-
-
-TYPE_WORDS = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
-              type(None): "null"}
-
-
-def check_trial_keys(mapping: Any, path: str, prefix: str) -> None:
-    if not isinstance(mapping, dict):
-        raise UsageError(f"{path}: {prefix.rstrip('.')}: expected a mapping of trial fields")
-    for key in mapping:
-        if key not in TRIAL_FIELDS:
-            raise UsageError(f"{path}: {prefix}{key}: unknown trial field{did_you_mean(key, TRIAL_FIELDS)}")
-
-
-def did_you_mean(key: str, options) -> str:
-    close = difflib.get_close_matches(str(key), list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
