@@ -68,6 +68,9 @@ class Distiller:
     weights: Any  # kdtune.distill.KDWeights
     hidden_match: torch.nn.Module  # kdtune.distill.HiddenMatch (may hold learnable W)
     head_map: list[int] | None = None
+    # A kdtune.teacher_cache.TeacherCache: the teacher's outputs read from disk instead of computed
+    # (training batches carry a ``row`` tensor that indexes it). None: run the teacher.
+    teacher_cache: Any = None
 
 
 @dataclass
@@ -273,6 +276,11 @@ def record_eval(model: torch.nn.Module, state: TrainState, step: int, metrics: d
         state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+# How `make_step` compiles: one graph for every batch shape. (The bench's `compile-buckets` item
+# tries static graphs per bucketed length instead; docs/performance.md has what it measured.)
+COMPILE_OPTIONS: dict = {"dynamic": True}
+
+
 def make_step(model, distiller: Distiller | None, device: torch.device, precision: str, compile: bool = False):
     """Return batch -> dict of loss terms ('total' is what is minimised).
 
@@ -280,7 +288,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
     every batch length and size; the modules and their weights are shared with the originals).
     Compilation costs minutes before the first step, so it only pays on long runs.
     """
-    student = torch.compile(model, dynamic=True) if compile else model
+    student = torch.compile(model, **COMPILE_OPTIONS) if compile else model
     if distiller is None:
         def nonkd_step(batch):
             batch = to_device(batch, device)
@@ -299,16 +307,21 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
     # tensors, skipped when w_att = 0; hidden states when both w_hid and w_emb are 0.
     need_att = w.att > 0
     need_hid = w.hid > 0 or w.emb > 0
-    teacher = torch.compile(distiller.teacher, dynamic=True) if compile else distiller.teacher
+    teacher = torch.compile(distiller.teacher, **COMPILE_OPTIONS) if compile else distiller.teacher
+    cache = distiller.teacher_cache
 
     def kd_step(batch):
+        rows = batch.get("row")  # on the host: the cache is indexed there
         batch = to_device(batch, device)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         flags = {"output_hidden_states": need_hid, "output_attentions": need_att}
         with autocast_for(device, precision):
-            t_out = teacher_outputs(teacher, inputs, flags)
-            if need_att:  # the teacher hands back only the layers the loss reads
-                t_out.attentions = attention_by_layer(distiller.teacher, t_out.attentions)
+            if cache is not None:
+                t_out = cache.outputs(rows, inputs["attention_mask"], device)
+            else:
+                t_out = teacher_outputs(teacher, inputs, flags)
+                if need_att:  # the teacher hands back only the layers the loss reads
+                    t_out.attentions = attention_by_layer(distiller.teacher, t_out.attentions)
             s_out = student(**inputs, **flags)
             losses = kd_losses(
                 s_out, t_out, batch["labels"], batch["attention_mask"], distiller.layer_map,

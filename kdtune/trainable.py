@@ -21,7 +21,7 @@ from kdtune.config import make_trial
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
     ATTEMPTS, CONFIG_HASH, FAILURE, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, STOPPED, STOPPED_BY_RAY,
-    SUPERSEDED, SWEEP, TEACHER_KEY,
+    SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
 )
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
@@ -92,6 +92,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
         outcome = trial_lib.run(built, device, Callbacks(on_log=on_log, on_eval=on_eval), state)
         log_outcome(tracker, run_id, outcome, time.time() - started)
+        tracker.set_tags(run_id, {TEACHER_CACHE: outcome.teacher_cache})
         if trial.save_model:
             with tempfile.TemporaryDirectory() as tmp:
                 built.student.save_pretrained(tmp)

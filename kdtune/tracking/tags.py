@@ -25,6 +25,7 @@ STOPPED = "kdtune.stopped"  # why Ray stopped it (early stop)
 INTERRUPTED = "kdtune.interrupted"  # set on trials a Ctrl-C stopped
 ORPHANED = "kdtune.orphaned"  # left RUNNING by a driver that died; the next driver ended it KILLED
 SUPERSEDED = "kdtune.superseded"  # a FINISHED run that --force replaced
+TEACHER_CACHE = "kdtune.teacher_cache"  # KD trials: built, reused, off or "skipped: why" (kdtune.teacher_cache)
 
 # The sweep (parent) run's driver lease: see `kdtune.sweep.lease`
 DRIVER_HOST = "kdtune.driver.host"
