@@ -140,7 +140,7 @@ def estimate_bytes(lengths: np.ndarray, teacher_config, hidden_layers, att_layer
 
 
 def compute_regime(device: torch.device, precision: str) -> str:
-    from kdtune.train import autocast_for
+    from kdtune.runtime import autocast_for
 
     return "bf16" if isinstance(autocast_for(device, precision), torch.autocast) else "fp32"
 
@@ -203,7 +203,8 @@ def write(folder: Path, teacher, rows, lengths: np.ndarray, spec: CacheSpec, tok
 
     from kdtune.data import make_loader
     from kdtune.models.attention import attention_by_layer
-    from kdtune.train import autocast_for, teacher_outputs, to_device
+    from kdtune.runtime import autocast_for, to_device
+    from kdtune.train import teacher_outputs
 
     c = teacher.config
     tok_off = np.concatenate([[0], np.cumsum(lengths)])

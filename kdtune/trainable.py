@@ -37,7 +37,8 @@ def run_trial(config: dict[str, Any]) -> None:
     from kdtune.teachers import ensure_teacher
     from kdtune.tracking.teachers import fetch_teacher, log_teacher
     from kdtune.metrics import METRICS
-    from kdtune.train import Callbacks, NonFiniteLoss, pick_device
+    from kdtune.runtime import pick_device
+    from kdtune.train import Callbacks, NonFiniteLoss
 
     trial = make_trial(config["trial"])
     ctx = config["ctx"]

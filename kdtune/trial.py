@@ -21,7 +21,8 @@ from kdtune.config import TrialConfig
 from kdtune.inputs import Inputs, build_inputs, load_splits
 from kdtune.teachers import cached_test_scores, load_info, load_teacher
 from kdtune.metrics import METRICS
-from kdtune.train import Callbacks, Distiller, TrainSettings, TrainState, seed_everything, train
+from kdtune.runtime import seed_everything
+from kdtune.train import Callbacks, Distiller, TrainSettings, TrainState, train
 
 
 @dataclass

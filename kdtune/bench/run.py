@@ -91,7 +91,7 @@ def _run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict:
     from kdtune.bench.overhead import sweep_overhead
     from kdtune.bench.setup import parse_model, prepare
     from kdtune.errors import UsageError
-    from kdtune.train import pick_device
+    from kdtune.runtime import pick_device
 
     if opts.repeats < 1 or not opts.batch_sizes or min(opts.batch_sizes) < 1 or opts.reference_steps < 1:
         raise UsageError("--repeats, --batch-sizes and --reference-steps must be >= 1")
@@ -157,7 +157,7 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
     from kdtune.bench.flops import EncoderShape, layer_gemms
     from kdtune.bench.memory import peak_memory
     from kdtune.bench.paths import kdtune_path, reference_path
-    from kdtune.train import autocast_for, seed_everything
+    from kdtune.runtime import autocast_for, seed_everything
 
     trial = dataclasses.replace(prepared.trial, batch_size=batch_size)
     pad_to = trial.max_length
