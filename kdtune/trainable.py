@@ -28,6 +28,12 @@ FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
 DIVERGED = "diverged"  # the result key of a trial a non-finite loss ended
 
 
+def reported_metric(metric: str) -> str:
+    """The result key a trial reports to Ray and the Tuner's scheduler compares: one name, so
+    the two cannot drift apart (a trial that reports another name fails the whole sweep)."""
+    return f"val_{metric}"
+
+
 def run_trial(config: dict[str, Any]) -> None:
     import ray
     import torch
@@ -87,7 +93,7 @@ def run_trial(config: dict[str, Any]) -> None:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
             # Only the trial's own metric goes to Ray: a scheduler set to another name then fails
             # loudly (Ray's strict metric check) instead of comparing the wrong F1.
-            report = {f"val_{trial.metric}": metrics[trial.metric], "metric": trial.metric,
+            report = {reported_metric(trial.metric): metrics[trial.metric], "metric": trial.metric,
                       "best_val": st.best_score, "step": step, "node": node[NODE_IP]}
             tune.report(report)
 
@@ -103,7 +109,7 @@ def run_trial(config: dict[str, Any]) -> None:
         finished = True
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         best = outcome.best_val[trial.metric]
-        tune.report({f"val_{trial.metric}": best, "metric": trial.metric, "best_val": best,
+        tune.report({reported_metric(trial.metric): best, "metric": trial.metric, "best_val": best,
                      "test": outcome.test[trial.metric], "step": outcome.steps})
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
@@ -112,7 +118,7 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.end_run(run_id, "FAILED")
         # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
         # its metric, as one that diverges before its first evaluation would: it scores nothing.
-        tune.report({f"val_{trial.metric}": 0.0, DIVERGED: 1})
+        tune.report({reported_metric(trial.metric): 0.0, DIVERGED: 1})
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not finished:

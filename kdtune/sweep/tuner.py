@@ -18,7 +18,7 @@ from ray.tune import Callback
 
 from kdtune.config import SweepSpec, TrialConfig, make_trial
 from kdtune.errors import UsageError
-from kdtune.trainable import DIVERGED, run_trial
+from kdtune.trainable import DIVERGED, reported_metric, run_trial
 
 
 def init_ray(address: str | None, store: Path) -> None:
@@ -69,7 +69,7 @@ def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, st
         trainable,
         param_space={"trial": tune.grid_search([t.to_dict() for t in todo]), "ctx": ctx},
         tune_config=tune.TuneConfig(
-            metric=f"val_{spec.metric}", mode="max", scheduler=scheduler, reuse_actors=True,
+            metric=reported_metric(spec.metric), mode="max", scheduler=scheduler, reuse_actors=True,
             max_concurrent_trials=spec.max_concurrent or None,
             trial_name_creator=lambda tr: trial_label(tr.config),
             trial_dirname_creator=lambda tr: trial_label(tr.config).replace("/", "_"),
