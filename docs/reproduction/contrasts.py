@@ -72,7 +72,7 @@ def main() -> None:
         c = chance[setting]
         print(f"\n== {dict(zip(SETTING, setting))}\n   {args.metric}, chance {c:.1f}")
         for key in sorted(group, key=lambda k: (-int(k[0]), k[1], INITS.index(k[2]) if k[2] in INITS else 9)):
-            print(f"    h{key[0]:>4} kd={key[1]:5} {key[2]:8} {stat(list(group[key].values()))}")
+            print(f"    h{key[0]:<4} kd={key[1]:5} {key[2]:8} {stat(list(group[key].values()))}")
         scores = lambda h, kd, init: list(group.get((h, kd, init), {}).values())  # noqa: E731
         hiddens = sorted({k[0] for k in group}, key=int, reverse=True)
         kds = sorted({k[1] for k in group})
