@@ -3,7 +3,11 @@
 - `kdtune.config.trial`: `TrialConfig` (one trial), `TeacherSpec`, the hashes, the allowed values
   of each choice, `make_trial` (coercion and validation of plain values).
 - `kdtune.config.sweep_file`: `SweepSpec` and `load_sweep` (a sweep YAML -> its trials).
+- `kdtune.config.space`: `space:` and `search:` (sampled fields, seeded random draws, Optuna's limits).
 - `kdtune.config.checks`: key and type checks of a mapping, "did you mean" hints.
+
+The sweep YAML's keys are documented in `kdtune.config.sweep_file` (and `space:`/`search:` in
+`kdtune.config.space`).
 
 Every name is re-exported here: `from kdtune.config import TrialConfig, load_sweep` is the way in.
 """
@@ -12,6 +16,7 @@ from kdtune.config.checks import TYPE_WORDS, check_keys, did_you_mean
 from kdtune.config.sweep_file import (
     RESOURCE_KEYS,
     SCHEDULER_KEYS,
+    SCHEDULER_OPTIONS,
     SWEEP_KEYS,
     TRACKING_KEYS,
     Resources,
@@ -22,6 +27,17 @@ from kdtune.config.sweep_file import (
     expand_grid,
     load_sweep,
     parse_sweep,
+)
+from kdtune.config.space import (
+    ALGORITHMS,
+    DISTRIBUTIONS,
+    Dist,
+    Search,
+    coerce_sample,
+    draws,
+    sampled_values,
+    study_key,
+    with_sample,
 )
 from kdtune.config.trial import (
     ADDED_LATER,
@@ -46,6 +62,8 @@ from kdtune.config.trial import (
 )
 
 __all__ = [
+    "ALGORITHMS", "DISTRIBUTIONS", "Dist", "SCHEDULER_OPTIONS", "Search", "coerce_sample", "draws",
+    "sampled_values", "study_key", "with_sample",
     "ADDED_LATER", "ATT_TARGETS", "DATASETS", "HEAD_MODES", "HIDDEN_MATCH", "INITS", "LAYER_MAPS",
     "PARTITIONS", "PRECISIONS", "RESOURCE_KEYS", "SCHEDULER_KEYS", "SWEEP_KEYS", "TEACHER_UNHASHED",
     "TRACKING_KEYS", "TRIAL_FIELDS", "TYPE_WORDS", "UNHASHED", "Resources", "Scheduler", "SweepSpec",

@@ -10,10 +10,28 @@ with one line naming the file, the key path and what is allowed.
     fixed: {base_model: xlm-roberta-base, epochs: 30}
     grid: {dataset: [massive, tsm], init: [teacher, base, scratch], kd: [false, true]}
     overrides: [{match: {dataset: tsm}, set: {eval_steps: 500}}]
+    space: {lr: {loguniform: [1.0e-5, 1.0e-3]}}   # sampled fields (kdtune/config/space.py)
+    search: {algorithm: optuna, num_samples: 20, seed: 0}
     resources: {cpu: 4, gpu: 1}
     max_concurrent: 4
     scheduler: {type: asha, grace_period: 2}
     max_failures: 1
+
+`fixed:` values apply to every trial; `grid:` axes are crossed (their cartesian product); each
+`overrides:` entry sets values where `match` holds, in file order. `space:` maps trial fields to
+distributions (`loguniform`, `uniform`, `quniform`, `randint`, `choice`) and `search:` says how to
+draw them (`algorithm` random or optuna, `num_samples` per grid point, `seed`, `startup_trials`):
+see `kdtune.config.space`. A field is in at most one of grid and space, and overrides neither
+match nor set a sampled field.
+
+`scheduler:` stops hopeless trials early, comparing the validation `metric` at each evaluation
+(time is counted in evaluations, so a resumed trial continues its count):
+- `{type: asha, grace_period: 1, reduction_factor: 3, max_t: 100}`: Ray's ASHAScheduler;
+- `{type: hyperband, reduction_factor: 3, max_t: 100}`: Ray's HyperBandScheduler (pauses trials
+  and resumes them from their checkpoints);
+- `{type: median, grace_period: 1, min_samples_required: 3, hard_stop: true}`: Ray's
+  MedianStoppingRule (stops a trial whose best is below the median of the others' running means).
+Values shown are the defaults; a stopped trial's run ends KILLED with a `kdtune.stopped` tag.
 """
 
 from __future__ import annotations
@@ -26,6 +44,7 @@ from typing import Any
 import yaml
 
 from kdtune.config.checks import check_keys, did_you_mean
+from kdtune.config.space import Search, draws, parse_search, probes, with_sample
 from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, default_of, make_trial
 from kdtune.errors import UsageError
 from kdtune.metrics import METRICS
@@ -40,9 +59,15 @@ class Resources:
 @dataclass
 class Scheduler:
     type: str = "asha"
-    grace_period: int = 1  # in evaluation reports
+    grace_period: int = 1  # in evaluations
     reduction_factor: float = 3
     max_t: int = 100
+    min_samples_required: int = 3
+    hard_stop: bool = True
+
+    def options(self) -> dict:
+        """The options of this type (SCHEDULER_OPTIONS), as Ray's scheduler takes them."""
+        return {k: getattr(self, k) for k in SCHEDULER_OPTIONS[self.type]}
 
 
 @dataclass
@@ -50,7 +75,7 @@ class SweepSpec:
     name: str
     source: str  # the YAML text as given, logged as an artifact
     path: str
-    trials: list[TrialConfig]
+    trials: list[TrialConfig]  # known before running: the grid, or its random draws (none for optuna)
     experiment: str
     tracking_uri: str | None = None
     storage: str | None = None
@@ -60,17 +85,37 @@ class SweepSpec:
     max_failures: int = 0
     description: str = ""
     overrides_applied: list[str] = field(default_factory=list)
+    search: Search | None = None
+    points: list[TrialConfig] = field(default_factory=list)  # grid points (a search samples around them)
+    probes: list[TrialConfig] = field(default_factory=list)  # each point at the extremes of the space
+    sampled_teacher: bool = False  # a sampled field changes the teacher: each trial may need its own
 
     @property
     def metric(self) -> str:
         """The validation metric the sweep compares trials on (one per sweep; `parse_sweep`)."""
-        return self.trials[0].metric if self.trials else METRICS[0]
+        return (self.trials or self.points)[0].metric if (self.trials or self.points) else METRICS[0]
+
+    @property
+    def optuna(self) -> bool:
+        return self.search is not None and self.search.algorithm == "optuna"
+
+    @property
+    def planned(self) -> int:
+        """How many trials the sweep runs in all: the grid, or num_samples per grid point."""
+        return len(self.points) * self.search.num_samples if self.optuna else len(self.trials)
+
+    @property
+    def checked(self) -> list[TrialConfig]:
+        """What preflight checks: every known trial and every probe of the space."""
+        return list({t.config_hash: t for t in [*self.trials, *self.probes]}.values())
 
     @property
     def teacher_trials(self) -> dict[str, TrialConfig]:
-        """One representative trial per distinct teacher the grid needs."""
+        """One representative trial per distinct teacher the sweep needs and knows before it runs
+        (none for an optuna search whose sampled fields change the teacher: trials train their own)."""
         out: dict[str, TrialConfig] = {}
-        for t in self.trials:
+        source = self.trials if not self.optuna else [] if self.sampled_teacher else self.points
+        for t in source:
             out.setdefault(t.teacher_key, t)
         return out
 
@@ -87,10 +132,18 @@ SWEEP_KEYS = {
     "max_concurrent": int,
     "scheduler": (dict, type(None)),
     "max_failures": int,
+    "space": (dict, type(None)),
+    "search": (dict, type(None)),
 }
 TRACKING_KEYS = {"uri": (str, type(None)), "experiment": str}
 RESOURCE_KEYS = {"cpu": (int, float), "gpu": (int, float)}
-SCHEDULER_KEYS = {"type": str, "grace_period": int, "reduction_factor": (int, float), "max_t": int}
+SCHEDULER_KEYS = {"type": str, "grace_period": int, "reduction_factor": (int, float), "max_t": int,
+                  "min_samples_required": int, "hard_stop": bool}
+SCHEDULER_OPTIONS = {  # Ray's ASHAScheduler, HyperBandScheduler, MedianStoppingRule
+    "asha": ("grace_period", "reduction_factor", "max_t"),
+    "hyperband": ("reduction_factor", "max_t"),
+    "median": ("grace_period", "min_samples_required", "hard_stop"),
+}
 
 
 def load_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SweepSpec:
@@ -144,13 +197,7 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
     res = Resources(**resources)
     if res.cpu <= 0 or res.gpu < 0:
         raise UsageError(f"{path}: resources: cpu must be > 0 and gpu >= 0, got {resources}")
-    sched = raw.get("scheduler")
-    scheduler = None
-    if sched:
-        check_keys(sched, SCHEDULER_KEYS, path, "scheduler.")
-        scheduler = Scheduler(**sched)
-        if scheduler.type != "asha":
-            raise UsageError(f"{path}: scheduler.type: {scheduler.type!r} not supported; allowed: asha")
+    scheduler = parse_scheduler(raw.get("scheduler"), path)
     fixed = raw.get("fixed") or {}
     grid = raw.get("grid") or {}
     overrides = raw.get("overrides") or []
@@ -165,8 +212,16 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
         check_trial_keys(ov["match"], path, f"overrides[{i}].match.")
         check_trial_keys(ov["set"], path, f"overrides[{i}].set.")
 
-    trials = expand_grid(fixed, grid, overrides, path)
-    metrics = sorted({t.metric for t in trials})
+    search = parse_search(raw.get("space"), raw.get("search"), grid, overrides, path)
+    points = expand_grid(fixed, grid, overrides, path)
+    trials, probed, sampled_teacher = points, [], False
+    if search is not None:
+        for point in points:
+            mine = probes(search, point, path)
+            probed += mine
+            sampled_teacher |= len({p.teacher_key for p in mine}) > 1
+        trials = [] if search.algorithm == "optuna" else sample_grid(search, points, path)
+    metrics = sorted({t.metric for t in points})
     if len(metrics) > 1:
         raise UsageError(f"{path}: metric: one sweep compares its trials on one metric (early stopping, the summary); "
                          f"this grid sets {' and '.join(metrics)}: split it into one sweep per metric")
@@ -187,7 +242,44 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
         scheduler=scheduler,
         max_failures=max_failures,
         description=raw.get("description", ""),
+        search=search,
+        points=points,
+        probes=probed,
+        sampled_teacher=sampled_teacher,
     )
+
+
+def parse_scheduler(sched: dict | None, path: str) -> Scheduler | None:
+    if not sched:
+        return None
+    check_keys(sched, SCHEDULER_KEYS, path, "scheduler.")
+    kind = sched.get("type", "asha")
+    if kind not in SCHEDULER_OPTIONS:
+        raise UsageError(f"{path}: scheduler.type: {kind!r} not supported; allowed: {', '.join(SCHEDULER_OPTIONS)}")
+    for key in sched:
+        if key != "type" and key not in SCHEDULER_OPTIONS[kind]:
+            raise UsageError(f"{path}: scheduler.{key}: not an option of {kind}; allowed: "
+                             f"{', '.join(SCHEDULER_OPTIONS[kind])}")
+    scheduler = Scheduler(**sched)
+    for key, low in (("grace_period", 1), ("max_t", 1), ("min_samples_required", 1)):
+        if getattr(scheduler, key) < low:
+            raise UsageError(f"{path}: scheduler.{key}: must be >= {low}, got {getattr(scheduler, key)}")
+    if scheduler.reduction_factor <= 1:
+        raise UsageError(f"{path}: scheduler.reduction_factor: must be > 1, got {scheduler.reduction_factor}")
+    if kind == "asha" and scheduler.max_t < scheduler.grace_period:
+        raise UsageError(f"{path}: scheduler.max_t: must be >= grace_period ({scheduler.grace_period})")
+    return scheduler
+
+
+def sample_grid(search: Search, points: list[TrialConfig], path: str) -> list[TrialConfig]:
+    """Random search: every grid point crossed with the same `num_samples` seeded draws, draw-major
+    (draw 1 at every point, then draw 2, ...); draws that collapse into one config run once."""
+    out: dict[str, TrialConfig] = {}
+    for sample in draws(search):
+        for point in points:
+            trial = with_sample(point, sample, path)
+            out.setdefault(trial.config_hash, trial)
+    return list(out.values())
 
 
 def expand_grid(fixed: dict, grid: dict, overrides: list, path: str) -> list[TrialConfig]:
