@@ -244,3 +244,12 @@ def study_key(trial: TrialConfig, keys: list[str]) -> str:
 def sampled_values(trial: TrialConfig, keys: list[str]) -> dict[str, Any]:
     d = trial.to_dict()
     return {k: d[k] for k in keys}
+
+
+def search_name(trial: TrialConfig, keys: list[str] | None) -> str:
+    """A sampled trial's run name: its config's, then its sampled values (lr=0.000123,w_att=0.5)."""
+    if not keys:
+        return trial.run_name
+    values = sampled_values(trial, keys)
+    short = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    return f"{trial.run_name}/{short}"

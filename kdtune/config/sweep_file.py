@@ -105,6 +105,12 @@ class SweepSpec:
         return len(self.points) * self.search.num_samples if self.optuna else len(self.trials)
 
     @property
+    def varying(self) -> list[str]:
+        """The fields that differ between trials: grid axes (as expanded) and sampled fields."""
+        keys = [k for k in TRIAL_FIELDS if len({repr(getattr(p, k)) for p in self.points}) > 1]
+        return keys + [k for k in (self.search.keys if self.search else []) if k not in keys]
+
+    @property
     def checked(self) -> list[TrialConfig]:
         """What preflight checks: every known trial and every probe of the space."""
         return list({t.config_hash: t for t in [*self.trials, *self.probes]}.values())
