@@ -28,7 +28,8 @@ match nor set a sampled field.
 (time is counted in evaluations, so a resumed trial continues its count):
 - `{type: asha, grace_period: 1, reduction_factor: 3, max_t: 100}`: Ray's ASHAScheduler;
 - `{type: hyperband, reduction_factor: 3, max_t: 100}`: Ray's HyperBandScheduler (pauses trials
-  and resumes them from their checkpoints);
+  and resumes them from their checkpoints; a trial that survives the brackets runs its schedule
+  out). It needs every trial created up front: a grid or random search with `max_concurrent: 0`;
 - `{type: median, grace_period: 1, min_samples_required: 3, hard_stop: true}`: Ray's
   MedianStoppingRule (stops a trial whose best is below the median of the others' running means).
 Values shown are the defaults; a stopped trial's run ends KILLED with a `kdtune.stopped` tag.
@@ -235,6 +236,12 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
     max_failures = raw.get("max_failures", 0)
     if max_concurrent < 0 or max_failures < 0:
         raise UsageError(f"{path}: max_concurrent and max_failures must be >= 0")
+    if scheduler and scheduler.type == "hyperband" and (max_concurrent or (search and search.algorithm == "optuna")):
+        # HyperBand fills its brackets with the trials Ray has created; under max_concurrent (or a
+        # searcher) Ray creates them one at a time, each bracket holds one trial and none is stopped
+        raise UsageError(f"{path}: scheduler.type: hyperband needs every trial created up front: a grid or "
+                         f"random search with max_concurrent: 0 (resources: bound how many run at once)"
+                         f"{'; use asha or median with optuna' if search and search.algorithm == 'optuna' else ''}")
     return SweepSpec(
         name=str(name),
         source=text,

@@ -51,6 +51,8 @@ def make_scheduler(s: Scheduler | None):
     extra = {}
     if s.type == "median":  # never yield a trial for lack of samples: a paused trial restarts its process
         extra["min_time_slice"] = float("inf")
+    if s.type == "hyperband":  # max_t shapes the brackets; a trial that survives them runs its schedule out
+        extra["stop_last_trials"] = False
     return kinds[s.type](time_attr=EVALS, **s.options(), **extra)
 
 
