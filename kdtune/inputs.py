@@ -56,7 +56,7 @@ def build_inputs(splits, tokenizer, trial: TrialConfig, *, test: bool = True,
     def train_loader(epoch: int):
         return data.make_loader(
             train_enc, tokenizer, t.batch_size, shuffle=True, seed=t.seed * 1000 + epoch,
-            group_by_length=t.group_by_length,
+            group_by_length=t.group_by_length, row_ids=True,
         )
 
     eval_bs = eval_batch_size or max(t.batch_size, 64)

@@ -25,7 +25,8 @@ from filelock import FileLock
 
 from kdtune.config import TeacherSpec, TrialConfig
 from kdtune.inputs import load_splits, teacher_inputs
-from kdtune.train import Callbacks, TrainSettings, evaluate, pick_device, seed_everything, total_steps, train
+from kdtune.runtime import pick_device, seed_everything
+from kdtune.train import Callbacks, TrainSettings, evaluate, total_steps, train
 
 DONE = "teacher.json"
 

@@ -15,10 +15,8 @@ continues with the same order and the same dropout masks.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from kdtune.metrics import scores
+from kdtune.runtime import autocast_for, capture_rng, fast_matmul, restore_rng, to_device
 
 
 class NonFiniteLoss(RuntimeError):
@@ -68,6 +67,9 @@ class Distiller:
     weights: Any  # kdtune.distill.KDWeights
     hidden_match: torch.nn.Module  # kdtune.distill.HiddenMatch (may hold learnable W)
     head_map: list[int] | None = None
+    # A kdtune.teacher_cache.TeacherCache: the teacher's outputs read from disk instead of computed
+    # (training batches carry a ``row`` tensor that indexes it). None: run the teacher.
+    teacher_cache: Any = None
 
 
 @dataclass
@@ -80,20 +82,6 @@ class TrainState:
     scheduler: dict | None = None
     history: list[dict] = field(default_factory=list)  # evaluation records
     rng: dict[str, Any] | None = None  # torch's CPU (and CUDA) generator states at `step`
-
-
-def capture_rng() -> dict[str, Any]:
-    """torch's global random state: what dropout draws from (data order has its own seeds)."""
-    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return rng
-
-
-def restore_rng(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 @dataclass
@@ -110,44 +98,6 @@ class Callbacks:
 
     on_log: Callable[[int, dict[str, float]], None] = lambda step, logs: None
     on_eval: Callable[[int, dict[str, float], "TrainState"], None] = lambda step, m, state: None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def pick_device(prefer: str | None = None) -> torch.device:
-    if prefer:
-        return torch.device(prefer)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast_for(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
-    if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def fast_matmul(device: torch.device):
-    """On CUDA, let fp32 matrix products use TF32 tensor cores for the duration.
-
-    Under bf16 autocast most products are bf16 already; this covers the ones autocast keeps in
-    fp32 and runs with precision="fp32". The previous setting is restored on exit, so code that
-    runs after training (and the bench's fp32 reference) keeps full precision. CPUs ignore it.
-    """
-    previous = torch.get_float32_matmul_precision()
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
 
 
 def make_optimizer(params: list, settings: TrainSettings, device: torch.device) -> torch.optim.Optimizer:
@@ -273,6 +223,11 @@ def record_eval(model: torch.nn.Module, state: TrainState, step: int, metrics: d
         state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+# How `make_step` compiles: one graph for every batch shape. (The bench's `compile-buckets` item
+# tries static graphs per bucketed length instead; docs/performance.md has what it measured.)
+COMPILE_OPTIONS: dict = {"dynamic": True}
+
+
 def make_step(model, distiller: Distiller | None, device: torch.device, precision: str, compile: bool = False):
     """Return batch -> dict of loss terms ('total' is what is minimised).
 
@@ -280,7 +235,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
     every batch length and size; the modules and their weights are shared with the originals).
     Compilation costs minutes before the first step, so it only pays on long runs.
     """
-    student = torch.compile(model, dynamic=True) if compile else model
+    student = torch.compile(model, **COMPILE_OPTIONS) if compile else model
     if distiller is None:
         def nonkd_step(batch):
             batch = to_device(batch, device)
@@ -299,16 +254,21 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
     # tensors, skipped when w_att = 0; hidden states when both w_hid and w_emb are 0.
     need_att = w.att > 0
     need_hid = w.hid > 0 or w.emb > 0
-    teacher = torch.compile(distiller.teacher, dynamic=True) if compile else distiller.teacher
+    teacher = torch.compile(distiller.teacher, **COMPILE_OPTIONS) if compile else distiller.teacher
+    cache = distiller.teacher_cache
 
     def kd_step(batch):
+        rows = batch.get("row")  # on the host: the cache is indexed there
         batch = to_device(batch, device)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         flags = {"output_hidden_states": need_hid, "output_attentions": need_att}
         with autocast_for(device, precision):
-            t_out = teacher_outputs(teacher, inputs, flags)
-            if need_att:  # the teacher hands back only the layers the loss reads
-                t_out.attentions = attention_by_layer(distiller.teacher, t_out.attentions)
+            if cache is not None:
+                t_out = cache.outputs(rows, inputs["attention_mask"], device)
+            else:
+                t_out = teacher_outputs(teacher, inputs, flags)
+                if need_att:  # the teacher hands back only the layers the loss reads
+                    t_out.attentions = attention_by_layer(distiller.teacher, t_out.attentions)
             s_out = student(**inputs, **flags)
             losses = kd_losses(
                 s_out, t_out, batch["labels"], batch["attention_mask"], distiller.layer_map,
@@ -324,12 +284,6 @@ def teacher_outputs(teacher, inputs: dict, flags: dict):
     """The teacher's forward pass. Under inference_mode: no autograd graph, no saved activations
     and no version counters, since its outputs are constants of the loss (kdtune.distill)."""
     return teacher(**inputs, **flags)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    if device.type == "cpu":
-        return batch
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 @torch.inference_mode()

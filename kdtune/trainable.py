@@ -22,7 +22,7 @@ from kdtune.config import make_trial, sampled_values, search_name, study_key
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
     ATTEMPTS, CONFIG_HASH, FAILURE, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE,
-    STOPPED, STOPPED_BY_RAY, STUDY, SUPERSEDED, SWEEP, TEACHER_KEY,
+    STOPPED, STOPPED_BY_RAY, STUDY, SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
 )
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
@@ -39,7 +39,8 @@ def run_trial(config: dict[str, Any]) -> None:
     from kdtune.teachers import ensure_teacher
     from kdtune.tracking.teachers import fetch_teacher, log_teacher
     from kdtune.metrics import METRICS
-    from kdtune.train import Callbacks, NonFiniteLoss, pick_device
+    from kdtune.runtime import pick_device
+    from kdtune.train import Callbacks, NonFiniteLoss
 
     trial = make_trial(config["trial"])
     ctx = config["ctx"]
@@ -97,6 +98,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
         outcome = trial_lib.run(built, device, Callbacks(on_log=on_log, on_eval=on_eval), state)
         log_outcome(tracker, run_id, outcome, time.time() - started)
+        tracker.set_tags(run_id, {TEACHER_CACHE: outcome.teacher_cache})
         if trial.save_model:
             with tempfile.TemporaryDirectory() as tmp:
                 built.student.save_pretrained(tmp)

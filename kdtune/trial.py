@@ -21,7 +21,8 @@ from kdtune.config import TrialConfig
 from kdtune.inputs import Inputs, build_inputs, load_splits
 from kdtune.teachers import cached_test_scores, load_info, load_teacher
 from kdtune.metrics import METRICS
-from kdtune.train import Callbacks, Distiller, TrainSettings, TrainState, seed_everything, train
+from kdtune.runtime import seed_everything
+from kdtune.train import Callbacks, Distiller, TrainSettings, TrainState, train
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Outcome:
     test: dict[str, Any]
     teacher_test: dict[str, Any]
     majority_test: dict[str, float]  # every row predicted as the test set's most frequent class
+    teacher_cache: str = "off"  # kdtune.teacher_cache.attach: built, reused, off or skipped: why
 
 
 def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
@@ -95,9 +97,16 @@ def run(
     device: torch.device,
     callbacks: Callbacks | None = None,
     state: TrainState | None = None,
+    log=lambda msg: None,
 ) -> Outcome:
-    """Train the built student, then score its best checkpoint and the teacher on the test set."""
+    """Train the built student, then score its best checkpoint and the teacher on the test set.
+
+    A KD trial first attaches its teacher cache (`kdtune.teacher_cache`), building it if no trial
+    has; `log` gets its one-line report."""
+    from kdtune import teacher_cache
+
     trial, inputs = built.trial, built.inputs
+    cache = teacher_cache.attach(built, device, log) if trial.epochs > 0 else "off"
     # A resumed state carries torch's random state (train restores it); an older checkpoint
     # without one continues from a seed that at least differs from the first run's.
     seed_everything(trial.seed + (state.step if state else 0))
@@ -115,7 +124,7 @@ def run(
     )
     best = next(h for h in result.history if h["step"] == result.best_step)
     best_val = {m: best[m] for m in METRICS}
-    return Outcome(best_val, result.best_step, result.steps, test, teacher_test, majority_scores(golds))
+    return Outcome(best_val, result.best_step, result.steps, test, teacher_test, majority_scores(golds), cache)
 
 
 # --- checkpoints (the trainable's resume state) ----------------------------------------------

@@ -138,14 +138,52 @@ def test_padding_efficiency_of_both_paths_against_a_hand_count(tokenizer):
     assert result.examples_per_s.median == pytest.approx(3.0)  # 6 examples in 2 s
 
 
-KEYS = {"machine", "setup", "matmul", "kdtune", "reference", "speedup", "memory", "sweep", "goals"}
+def test_a_step_reading_the_teacher_cache_runs_only_the_students_flops(tokenizer, tmp_path):
+    """With the teacher cache the step runs no teacher forward: torch's counter sees exactly the
+    student's forward and backward, the count the bench uses for the cached path."""
+    import dataclasses
+
+    from datasets import Dataset
+
+    from kdtune import teacher_cache
+
+    teacher, student = classifier(layers=4), classifier(layers=2)
+    teacher.eval().requires_grad_(False)
+    distiller = Distiller(teacher=teacher, layer_map=[1, 3], weights=KDWeights(), hidden_match=HiddenMatch(32, 32))
+    lengths = [6, 6, 6, 11, 11]
+    g = torch.Generator().manual_seed(0)
+    rows = Dataset.from_dict({"input_ids": [torch.randint(5, 20, (n,), generator=g).tolist() for n in lengths],
+                              "attention_mask": [[1] * n for n in lengths], "label": [0, 1, 2, 3, 4]})
+    hidden, att = teacher_cache.needs(distiller)
+    spec = teacher_cache.CacheSpec("t", "synthetic", "all", "all", 1.0, None, 40, hidden, att, "probs", "fp32",
+                                   len(rows), teacher_cache.fingerprint(rows))
+    n = torch.tensor(lengths).numpy()
+    teacher_cache.write(tmp_path, teacher, rows, n, spec, tokenizer, torch.device("cpu"), "fp32")
+    distiller = dataclasses.replace(distiller, teacher_cache=teacher_cache.TeacherCache(tmp_path))
+    step = make_step(student, distiller, torch.device("cpu"), "fp32")
+    batches = unpadded_batches([[6, 6, 6], [11, 11]])
+    for batch, row in zip(batches, ([0, 1, 2], [3, 4])):
+        batch["input_ids"] = torch.tensor([rows[i]["input_ids"] for i in row])
+        batch["row"] = torch.tensor(row)
+    with FlopCounterMode(display=False) as counter:
+        for batch in batches:
+            step(batch)["total"].backward()
+    s, t = EncoderShape.of(student), EncoderShape.of(teacher)
+    assert counter.get_total_flops() == sum(kd_step_flops(s, t, b, with_teacher=False) for b in ([6] * 3, [11] * 2))
+    assert counter.get_total_flops() == sum(3 * forward_flops(s, b) for b in ([6] * 3, [11] * 2))
+
+
+KEYS = {"machine", "setup", "batches", "memory", "sweep", "goals"}
+BATCH_KEYS = {"kdtune", "kdtune_no_cache", "reference", "matmul", "speedup", "cache_speedup", "teacher_cache",
+              "ablations"}
 PATH_KEYS = {"examples_per_s", "flops_per_s", "step_seconds", "mfu", "padding_efficiency", "real_tokens",
              "padded_tokens", "examples", "steps", "tokens_per_batch", "mfu_vs_square"}
 
 
 @pytest.fixture(scope="module")
 def bench_json(kdtune_cache):
-    """One real end-to-end run of the command on the micro preset (about 15 s)."""
+    """One real end-to-end run of the command on the micro preset's shape, batch 8 then 4 (one thread:
+    two threads on a loaded 2-core machine spin and run ten times slower)."""
     import contextlib
     import io
 
@@ -154,40 +192,57 @@ def bench_json(kdtune_cache):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["bench", "--preset", "micro", "--dataset", "synthetic", "--skip-sweep", "--repeats", "1",
-                     "--batch-size", "8", "--ablations", "pad-to-max,loop-loss", "--json"])
+                     "--batch-sizes", "8,4", "--ablations", "pad-to-max,loop-loss", "--threads", "1", "--json"])
     assert code == 0
     return json.loads(out.getvalue())
 
 
 def test_bench_cli_prints_json_with_every_measurement(bench_json):
     r = bench_json
-    assert KEYS <= set(r)
-    for path in ("kdtune", "reference"):
-        assert PATH_KEYS <= set(r[path])
-        for key in ("examples_per_s", "flops_per_s", "mfu"):
-            s = r[path][key]
-            assert s["min"] <= s["median"] <= s["max"] and s["median"] > 0 and len(s["samples"]) == 1
+    assert KEYS <= set(r) and set(r["batches"]) == {"8", "4"}
     assert r["setup"]["model"] == "preset:micro" and r["setup"]["pad_to"] == 64  # micro: 64 positions
     assert r["setup"]["teacher"]["layers"] == 4 and r["setup"]["student"]["layers"] == 2
-    # kdtune pads per batch, the reference to 64: it wastes more
-    assert r["reference"]["padded_tokens"] == r["reference"]["steps"] * 8 * 64
-    assert r["kdtune"]["padding_efficiency"] > r["reference"]["padding_efficiency"]
-    assert r["kdtune"]["steps"] == 50 and r["kdtune"]["examples"] == 400
-    assert r["speedup"]["median"] == pytest.approx(
-        r["kdtune"]["examples_per_s"]["median"] / r["reference"]["examples_per_s"]["median"])
-    assert r["kdtune"]["mfu"]["median"] == pytest.approx(
-        r["kdtune"]["flops_per_s"]["median"] / r["matmul"]["kdtune_shapes"]["flops_per_s"]["median"])
+    for batch, b in r["batches"].items():
+        assert BATCH_KEYS <= set(b)
+        for path in ("kdtune", "kdtune_no_cache", "reference"):
+            assert PATH_KEYS <= set(b[path])
+            for key in ("examples_per_s", "flops_per_s", "mfu"):
+                s = b[path][key]
+                assert s["min"] <= s["median"] <= s["max"] and s["median"] > 0 and len(s["samples"]) == 1
+        bs = int(batch)
+        # kdtune pads per batch, the reference to 64: it wastes more
+        assert b["reference"]["padded_tokens"] == b["reference"]["steps"] * bs * 64
+        assert b["kdtune"]["padding_efficiency"] > b["reference"]["padding_efficiency"]
+        assert b["kdtune"]["steps"] == 50 and b["kdtune"]["examples"] == 50 * bs
+        # the same seeded batches with and without the cache; without the teacher's forward the
+        # path runs fewer FLOPs per token
+        assert b["kdtune"]["real_tokens"] == b["kdtune_no_cache"]["real_tokens"]
+        assert b["kdtune"]["flops_per_s"]["median"] / b["kdtune"]["examples_per_s"]["median"] < \
+            b["kdtune_no_cache"]["flops_per_s"]["median"] / b["kdtune_no_cache"]["examples_per_s"]["median"]
+        assert b["speedup"]["median"] == pytest.approx(
+            b["kdtune"]["examples_per_s"]["median"] / b["reference"]["examples_per_s"]["median"])
+        assert b["cache_speedup"]["median"] == pytest.approx(
+            b["kdtune"]["examples_per_s"]["median"] / b["kdtune_no_cache"]["examples_per_s"]["median"])
+        assert b["kdtune"]["mfu"]["median"] == pytest.approx(
+            b["kdtune"]["flops_per_s"]["median"] / b["matmul"]["kdtune_shapes"]["flops_per_s"]["median"])
+        # the fast path re-timed without one item: padding every batch to 64 wastes what the reference does
+        assert set(b["ablations"]) == {"pad-to-max", "loop-loss"}
+        pad = b["ablations"]["pad-to-max"]
+        assert pad["padding_efficiency"] == pytest.approx(pad["real_tokens"] / (pad["steps"] * bs * 64))
+        for a in b["ablations"].values():  # each variant is compared with the full path timed just before it
+            assert a["relative_throughput"] == pytest.approx(
+                a["examples_per_s"]["median"] / a["full_path_examples_per_s"]["median"])
+    # one cache for both batch sizes: the same rows and teacher
+    first, second = r["batches"]["8"]["teacher_cache"], r["batches"]["4"]["teacher_cache"]
+    assert (first["status"], second["status"]) == ("built", "reused") and first["bytes"] == second["bytes"] > 0
     assert r["memory"]["kind"] in ("peak_rss_delta", "maxrss_growth") and r["memory"]["bytes"] >= 0
-    assert r["sweep"] is None and r["goals"]["sweep_overhead"]["met"] is None
-    assert set(r["goals"]) == {"speedup", "mfu", "sweep_overhead"}
-    # the fast path re-timed without one item: padding every batch to 64 wastes what the reference does
-    assert set(r["ablations"]) == {"pad-to-max", "loop-loss"}
-    assert r["ablations"]["pad-to-max"]["padding_efficiency"] == pytest.approx(
-        r["ablations"]["pad-to-max"]["real_tokens"] / (r["ablations"]["pad-to-max"]["steps"] * 8 * 64))
-    assert r["ablations"]["loop-loss"]["padding_efficiency"] == pytest.approx(r["kdtune"]["padding_efficiency"])
-    for a in r["ablations"].values():  # each variant is compared with the full path timed just before it
-        assert a["relative_throughput"] == pytest.approx(
-            a["examples_per_s"]["median"] / a["full_path_examples_per_s"]["median"])
+    g = r["goals"]
+    assert set(g) == {"speedup@32", "mfu_vs_square@32", "mfu_vs_square@8", "teacher_cache@8", "teacher_cache@32",
+                      "sweep_overhead"}
+    assert r["sweep"] is None and g["sweep_overhead"]["met"] is None and g["speedup@32"]["met"] is None
+    assert g["teacher_cache@8"]["measured"] == r["batches"]["8"]["cache_speedup"]["median"]
+    assert g["teacher_cache@8"]["met"] == (g["teacher_cache@8"]["measured"] >= 1.4)
+    assert g["mfu_vs_square@8"]["measured"] == r["batches"]["8"]["kdtune"]["mfu_vs_square"]
 
 
 def test_bench_cli_prints_the_table(bench_json, monkeypatch, capsys):
@@ -198,10 +253,19 @@ def test_bench_cli_prints_the_table(bench_json, monkeypatch, capsys):
     monkeypatch.setattr(kdtune.bench, "run_bench", lambda opts, log: bench_json)  # the run above, reprinted
     assert main(["bench", "--preset", "micro", "--dataset", "synthetic", "--skip-sweep"]) == 0
     table = capsys.readouterr().out
-    for label in ("KD throughput (examples/s)", "MFU (real tokens)", "padding efficiency", "KD speedup",
-                  "peak memory of one trial", "sweep overhead: skipped", "goal mfu >= 50.0%"):
-        assert label in table
-    assert f"{bench_json['kdtune']['padding_efficiency'] * 100:.1f}%" in table
+    for label in ("batch 8:", "batch 4:", "KD throughput (examples/s)", "MFU (real tokens)", "padding efficiency",
+                  "KD speedup", "teacher cache (built", "teacher cache (reused", "peak memory of one trial",
+                  "sweep overhead: skipped", "goal mfu_vs_square@8 >= 25.0%", "goal teacher_cache@8 >= 1.40x",
+                  "goal speedup@32 >= 4.00x: - (not measured)"):
+        assert label in table, label
+    assert f"{bench_json['batches']['8']['kdtune']['padding_efficiency'] * 100:.1f}%" in table
+
+
+def test_bad_batch_sizes_are_a_usage_error(capsys):
+    from kdtune.cli import main
+
+    assert main(["bench", "--batch-sizes", "8,x", "--skip-sweep"]) == 2
+    assert "--batch-sizes" in capsys.readouterr().err
 
 
 def test_bad_model_name_is_a_usage_error(capsys):

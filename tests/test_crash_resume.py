@@ -141,7 +141,9 @@ def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp
     assert parent.info.status == "FINISHED" and not [k for k in parent.data.tags if k.startswith("kdtune.driver.")]
 
 
-def test_ctrl_c_marks_the_sweep_interrupted_and_exits_130(tmp_path, kdtune_cache):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_marks_the_sweep_interrupted_and_exits_130(tmp_path, kdtune_cache, sig):
+    """Ctrl-C (SIGINT), or SIGTERM from a batch scheduler or `kill`: the same clean stop."""
     cmd, env, uri = sweep_command(tmp_path)
     log_path = tmp_path / "interrupted.log"
     proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -153,7 +155,7 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_exits_130(tmp_path, kdtune_cache
             if "to run" in text and " eval " in text.split("to run", 1)[1]:
                 break  # a trial is training: interrupt it
         assert proc.poll() is None, log_path.read_text()[-3000:]
-        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
+        os.kill(proc.pid, sig)
         assert proc.wait(timeout=180) == 130, log_path.read_text()[-3000:]
     finally:
         if proc.poll() is None:

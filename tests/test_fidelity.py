@@ -164,6 +164,9 @@ STUDENT_ONLY = {
     "train_partition", "eval_partition", "fraction", "init", "layers", "hidden", "layer_map", "head_mode",
     "hidden_dropout", "attention_dropout", "kd", "w_att", "w_hid", "w_emb", "w_pred", "w_clf", "att_target",
     "hidden_match", "seed", "epochs", "max_steps", "batch_size", "lr", "eval_steps", "compile", "save_model",
+    # speed only (config.UNHASHED): KD reads the same teacher outputs from disk instead of computing
+    # them; fine-tuning never reads it, so it is neither in the teacher key nor in the config hash
+    "teacher_cache",
 }
 NOT_HASHED = {"data_dir", "log_steps"}  # where the data is, how often to log
 
@@ -264,6 +267,7 @@ def test_teacher_overrides_leave_the_student_and_old_keys_alone():
 def test_compile_and_where_the_data_lives_do_not_change_the_hash():
     base = make_trial({})
     assert make_trial({"compile": True, "data_dir": "/x", "save_model": True}).config_hash == base.config_hash
+    assert make_trial({"teacher_cache": False}).config_hash == base.config_hash  # speed only
     assert isinstance(base, TrialConfig)
 
 

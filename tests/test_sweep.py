@@ -95,6 +95,11 @@ def test_grid_runs_are_nested_finished_and_fully_logged(env, first_run):
         assert {f"test_macro_f1/{lang}" for lang in ("arabic", "english", "spanish")} <= set(r.data.metrics)
         history = client.get_metric_history(r.info.run_id, "train_loss")
         assert len(history) >= 3 and history[0].step < history[-1].step
+    # The two KD trials distil over the same rows (same fraction and seed): one builds the
+    # teacher cache, the other reads it (another Ray worker process); NON-KD trials have none.
+    cache = sorted(r.data.tags.get("kdtune.teacher_cache") for r in trials if r.data.params["kd"] == "True")
+    assert cache == ["built", "reused"]
+    assert {r.data.tags.get("kdtune.teacher_cache") for r in trials if r.data.params["kd"] == "False"} == {"off"}
     # the YAML and the resolved grid are artifacts of the parent
     names = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"sweep.yaml", "grid.json"} <= names

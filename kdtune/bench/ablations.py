@@ -14,10 +14,16 @@ run, on the same built trial (the student's initial weights are restored before 
   dropout, every teacher layer's map computed): the path before `kdtune.models.attention`;
 - ``one-thread``: one torch thread instead of one per CPU;
 - ``compile``: the opposite direction, `torch.compile` switched on (minutes of compilation on
-  CPU; only when asked for by name).
+  CPU; only when asked for by name);
+- ``compile-buckets``: `torch.compile` with static shapes (one graph per shape, automatic dynamic
+  shapes off) and every batch padded up to a multiple of `BUCKET` tokens, so dynamic padding
+  needs a handful of graphs instead of recompiling per length; on CUDA in ``reduce-overhead``
+  mode (CUDA graphs). Only by name;
+- ``fused-loss``: `kdtune.distill.kd_losses` compiled on its own, which fuses its element-wise
+  terms into a few kernels. Only by name.
 
-Variants patch attributes of `kdtune.train` / `kdtune.distill` (never torch itself) and restore
-them on exit.
+Variants patch attributes of `kdtune.train` / `kdtune.distill` (and, for compile-buckets,
+torch._dynamo's scoped `config.patch`) and restore them on exit.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ import torch
 import torch.nn.functional as F
 
 VARIANTS = ("no-length-grouping", "pad-to-max", "plain-teacher", "no-grad-teacher", "unfused-adamw",
-            "loop-loss", "eager-attention", "one-thread", "compile")
-DEFAULT = tuple(v for v in VARIANTS if v != "compile")
+            "loop-loss", "eager-attention", "one-thread", "compile", "compile-buckets", "fused-loss")
+SWITCHED_ON = ("compile", "compile-buckets", "fused-loss")  # slow to compile: only when named
+COMPILED = ("compile", "compile-buckets")  # run_bench compiles the models for these
+DEFAULT = tuple(v for v in VARIANTS if v not in SWITCHED_ON)
+BUCKET = 16  # compile-buckets: lengths padded up to a multiple of this
 
 
 @contextlib.contextmanager
@@ -45,17 +54,20 @@ def patched(module, name: str, value) -> Iterator[None]:
 
 
 class PaddedLoader:
-    """One epoch's batches, each padded on the right to `pad_to` positions."""
+    """One epoch's batches, each padded on the right to `pad_to` positions (or, with `multiple`,
+    up to the next multiple of it, at most `pad_to`)."""
 
-    def __init__(self, loader, pad_to: int, pad_id: int):
-        self.loader, self.pad_to, self.pad_id = loader, pad_to, pad_id
+    def __init__(self, loader, pad_to: int, pad_id: int, multiple: int | None = None):
+        self.loader, self.pad_to, self.pad_id, self.multiple = loader, pad_to, pad_id, multiple
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
         for batch in self.loader:
-            extra = self.pad_to - batch["input_ids"].shape[1]
+            length = batch["input_ids"].shape[1]
+            target = min(self.pad_to, -(-length // self.multiple) * self.multiple) if self.multiple else self.pad_to
+            extra = target - length
             yield {**batch, "input_ids": F.pad(batch["input_ids"], (0, extra), value=self.pad_id),
                    "attention_mask": F.pad(batch["attention_mask"], (0, extra), value=0)}
 
@@ -102,6 +114,12 @@ def variant(name: str, built, prepared, pad_to: int):
         return _threads(1), built
     if name == "compile":
         return contextlib.nullcontext(), built  # run_bench passes compile=True for this one
+    if name == "compile-buckets":
+        source, pad_id = built.inputs.train_loader, built.tokenizer.pad_token_id
+        loader = lambda epoch: PaddedLoader(source(epoch), pad_to, pad_id, BUCKET)  # noqa: E731
+        return _static_compile(), dataclasses.replace(built, inputs=dataclasses.replace(built.inputs, train_loader=loader))
+    if name == "fused-loss":
+        return patched(kdtune.distill, "kd_losses", torch.compile(kdtune.distill.kd_losses, dynamic=True)), built
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -130,6 +148,16 @@ def _eager_attention(*models):
     finally:
         for m, name in zip(models, before):
             m.set_attn_implementation(name)  # the read layers stay set on the modules
+
+
+@contextlib.contextmanager
+def _static_compile():
+    import kdtune.train
+
+    mode = "reduce-overhead" if torch.cuda.is_available() else "default"  # CUDA graphs on a GPU
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False, cache_size_limit=64), \
+            patched(kdtune.train, "COMPILE_OPTIONS", {"dynamic": False, "mode": mode}):
+        yield
 
 
 @contextlib.contextmanager

@@ -70,10 +70,12 @@ def kd_step_flops(
     teacher: EncoderShape,
     lengths: Iterable[int],
     linear_match: bool = False,
+    with_teacher: bool = True,
 ) -> float:
-    """FLOPs of one KD training step: teacher forward + student forward and backward."""
+    """FLOPs of one KD training step: teacher forward (unless its outputs come from the teacher
+    cache: `with_teacher=False`) + student forward and backward."""
     lengths = [int(n) for n in lengths]
-    flops = forward_flops(teacher, lengths) + 3 * forward_flops(student, lengths)
+    flops = forward_flops(teacher, lengths) * with_teacher + 3 * forward_flops(student, lengths)
     if linear_match:
         flops += 3 * 2 * (student.layers + 1) * student.hidden * teacher.hidden * sum(lengths)
     return flops

@@ -14,7 +14,8 @@ defaults) runs twice on the same machine:
 ``train_seconds`` (measured inside the trainable, so it already contains MLflow logging and
 checkpoint writes) is reported beside it: ``wall - sum(train_seconds)`` is what lies outside the
 trials (Ray start, worker start-up, scheduling). The one teacher the grid needs is fine-tuned
-before both, so neither includes it; the sweep runs first, so it also pays the one-off teacher
+before both, so neither includes it, and so is the KD trials' shared teacher cache
+(`kdtune.teacher_cache`, read by both); the sweep runs first, so it also pays the one-off teacher
 test scoring the in-process runs then read from the teacher's cache (conservative).
 """
 
@@ -73,6 +74,12 @@ def sweep_overhead(base_model: str, dataset: str, data_dir: str | None, workdir:
 
     log(f"sweep overhead: fine-tuning the grid's teacher ({raw['fixed']['teacher_max_steps']} steps)")
     teacher_dir = ensure_teacher(spec.trials[0], store, log=lambda m: None, device=device)
+    # The KD trials share one teacher cache (same rows for every seed and init): built before both
+    # runs, like the teacher, so that neither pays it and both read it.
+    from kdtune import teacher_cache
+
+    kd_trial = next(t for t in spec.trials if t.kd)
+    teacher_cache.attach(trial_lib.build(kd_trial, teacher_dir), device, log=lambda m: log(f"sweep overhead: {m}"))
 
     log(f"sweep overhead: {len(spec.trials)} trials through run_sweep (Ray Tune + MLflow)")
     was_running = ray.is_initialized()

@@ -2,7 +2,8 @@
 
 kdtune's path is `kdtune.train.train` itself, untouched: the trial's own loaders (dynamic padding,
 length-grouped batches), `make_step` (teacher under `inference_mode`, only the outputs the loss
-needs), the optimizer and schedule. It runs ``repeats + 1`` groups of ``group`` steps, logging
+needs, or its outputs read from the teacher cache when the distiller has one), the optimizer and
+schedule. It runs ``repeats + 1`` groups of ``group`` steps, logging
 once per group; the timestamps of those logs cut the run into samples, the first of which is
 warm-up and not quoted. With ``group = 50`` and at least 200 batches per epoch, a sample is
 exactly one of `LengthGroupedSampler`'s mega-batches (50 batches sorted by length, drawn at
@@ -88,14 +89,14 @@ class RecordingLoader:
 
 
 def summarise(batches: Batches, cuts: list[tuple[int, float]], student: EncoderShape,
-              teacher: EncoderShape, linear_match: bool) -> PathResult:
+              teacher: EncoderShape, linear_match: bool, with_teacher: bool = True) -> PathResult:
     """Samples between consecutive (step, time) cuts: step s covers batches [prev, s)."""
     ex, fl, st = [], [], []
     examples = steps = real = padded = 0
     for (s0, t0), (s1, t1) in zip(cuts, cuts[1:]):
         lengths = [n for b in batches.lengths[s0:s1] for n in b]
         dt = t1 - t0
-        flops = sum(kd_step_flops(student, teacher, b, linear_match) for b in batches.lengths[s0:s1])
+        flops = sum(kd_step_flops(student, teacher, b, linear_match, with_teacher) for b in batches.lengths[s0:s1])
         ex.append(len(lengths) / dt)
         fl.append(flops / dt)
         st.append(dt / (s1 - s0))
@@ -129,7 +130,7 @@ def kdtune_path(built, device: torch.device, repeats: int, group: int = 50, comp
           callbacks=Callbacks(on_log=on_log))
     d = built.distiller
     return summarise(record, cuts, EncoderShape.of(built.student), EncoderShape.of(d.teacher),
-                     d.hidden_match.used == "linear")
+                     d.hidden_match.used == "linear", with_teacher=d.teacher_cache is None)
 
 
 # --- the TinyBERT-style reference ----------------------------------------------------------------

@@ -1,26 +1,46 @@
 """`run_bench`: every measurement of `kdtune bench`, in one process, on one model and machine.
 
-Order: build the trial (peak memory measured from here) -> kdtune's KD path -> matmul FLOP/s at
-the shapes it ran -> the TinyBERT-style reference -> matmul FLOP/s at the reference's shapes and a
-large square product -> (optionally) the sweep overhead. The matmul rates are measured right
-after the training they are the denominator for, so both see the same machine load.
+Setup: a randomly initialised model of the preset's shape (`kdtune.bench.setup`), rows for 200
+batches of the largest batch size. Then, for each batch size (default 32 and the paper's 8):
+build the trial (peak memory measured from here, at the first batch size) -> kdtune's KD path
+with the teacher run every step -> the teacher cache attached (built at the first batch size,
+timed; reused at the next) -> the same path reading the cache, just after (the pair gives the
+cache's effect) -> matmul FLOP/s at the shapes it ran -> the TinyBERT-style reference -> matmul
+FLOP/s at the reference's shapes and a large square product -> the ablations. Then (optionally)
+the sweep overhead. The matmul rates are measured right after the training they are the
+denominator for, so both see the same machine load.
 
+kdtune's path ("kdtune") is the trial's default, teacher cache on; "kdtune_no_cache" runs the
+teacher every step. FLOPs count what runs: with the cache, the teacher's forward is not counted.
 MFU = achieved FLOP/s on real tokens (`kdtune.bench.flops`) / dense matmul FLOP/s at that path's
 own shapes and precision (`kdtune.bench.matmul`); ``mfu_vs_square`` divides by a large square
-product instead (the better "peak" on a GPU, where small products are launch-bound). The speedup's range pairs the extremes (fastest
-kdtune sample over slowest reference sample, and the reverse).
+product instead (the goal's denominator: the machine's matrix units at their best). The
+speedup's range pairs the extremes (fastest kdtune sample over slowest reference sample, and the
+reverse). Ablations that switch an item off are timed on the path without the cache, so the teacher
+items mean something; those that switch one on (compile, fused loss) on the default path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-GOALS = {"speedup": 4.0, "mfu": 0.5, "sweep_overhead": 0.10}
+# (goal, batch size or None, target, ">=" or "<="): issue 9's speedup and sweep overhead, issue
+# 17's MFU per batch size and the teacher cache's throughput gain at the paper's batch size.
+GOALS = (
+    ("speedup", 32, 4.0, ">="),
+    ("mfu_vs_square", 32, 0.5, ">="),
+    ("mfu_vs_square", 8, 0.25, ">="),
+    ("teacher_cache", 8, 1.4, ">="),
+    ("teacher_cache", 32, 1.4, ">="),
+    ("sweep_overhead", None, 0.10, "<="),
+)
 # LengthGroupedSampler sorts mega-batches of min(50, rows // (4 * batch)) batches: with 200 batches
 # of rows they hold 50, as in a full-size run, and one timed sample of kdtune's path is one of them.
 GROUP_BATCHES = 50
@@ -33,7 +53,7 @@ class BenchOptions:
     dataset: str = "massive"
     data_dir: str | None = None
     device: str = "cpu"
-    batch_size: int = 32
+    batch_sizes: tuple[int, ...] = (32, 8)
     repeats: int = 5
     reference_steps: int = 3  # steps per timed sample of the reference loop
     threads: int | None = None  # torch threads on CPU; default: every CPU this process may use
@@ -67,20 +87,14 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda msg: None)
 def _run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict:
     import torch
 
-    from kdtune.bench import matmul
     from kdtune.bench.ablations import VARIANTS
-    from kdtune.bench.ablations import variant as ablation_variant
-    from kdtune.bench.flops import EncoderShape, layer_gemms
-    from kdtune.bench.memory import peak_memory
     from kdtune.bench.overhead import sweep_overhead
-    from kdtune.bench.paths import kdtune_path, reference_path
     from kdtune.bench.setup import parse_model, prepare
     from kdtune.errors import UsageError
-    from kdtune.train import autocast_for, pick_device, seed_everything
-    from kdtune import trial as trial_lib
+    from kdtune.runtime import pick_device
 
-    if opts.repeats < 1 or opts.batch_size < 1 or opts.reference_steps < 1:
-        raise UsageError("--repeats, --batch-size and --reference-steps must be >= 1")
+    if opts.repeats < 1 or not opts.batch_sizes or min(opts.batch_sizes) < 1 or opts.reference_steps < 1:
+        raise UsageError("--repeats, --batch-sizes and --reference-steps must be >= 1")
     device = pick_device(opts.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device visible to torch; use --device cpu")
@@ -102,92 +116,133 @@ def _run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="kdtune-bench-", dir=opts.workdir)
     try:
         workdir = Path(tmp.name)
-        rows = opts.batch_size * EPOCH_BATCHES
+        rows = max(opts.batch_sizes) * EPOCH_BATCHES
         log(f"preparing {opts.model} on {opts.dataset} ({rows} training rows)")
-        prepared = prepare(opts.model, opts.dataset, opts.data_dir, workdir, batch_size=opts.batch_size,
+        started = time.perf_counter()
+        prepared = prepare(opts.model, opts.dataset, opts.data_dir, workdir, batch_size=max(opts.batch_sizes),
                            rows=rows, seed=opts.seed, max_length=opts.pad_to)
-        pad_to = prepared.trial.max_length
-        rows = len(prepared.splits["train"])
-
-        with peak_memory(device) as peak:
-            built = trial_lib.build(prepared.trial, prepared.teacher_dir, splits=prepared.splits)
-            student0 = {k: v.detach().clone() for k, v in built.student.state_dict().items()}
-            teacher, student = EncoderShape.of(built.teacher), EncoderShape.of(built.student)
-            log(f"kdtune path: {opts.repeats} timed samples of {GROUP_BATCHES} steps (+1 warm-up)")
-            seed_everything(opts.seed)
-            kd = kdtune_path(built, device, opts.repeats, GROUP_BATCHES, compile=opts.compile)
-        kd_dtype = torch.bfloat16 if _autocasts(autocast_for(device, prepared.trial.precision)) else torch.float32
-        log("matmul FLOP/s at the kdtune path's shapes")
-        kd_mm = matmul.gemm_rate(layer_gemms(student, round(kd.tokens_per_batch)), device, kd_dtype, opts.repeats)
-
-        log(f"reference path: {opts.repeats} samples of {opts.reference_steps} steps (+1 warm-up)")
-        built.student.load_state_dict(student0)
-        d = built.distiller
-        rows_ds = built.inputs.train_loader(0).dataset
-        ref = reference_path(built.student, d.teacher, rows_ds, built.tokenizer.pad_token_id, pad_to,
-                             d.layer_map, d.hidden_match, opts.batch_size, device, opts.repeats,
-                             opts.reference_steps, prepared.trial.lr, opts.seed)
-        log("matmul FLOP/s at the reference's shapes, and a large square product")
-        ref_mm = matmul.gemm_rate(layer_gemms(student, round(ref.tokens_per_batch)), device, torch.float32,
-                                  opts.repeats)
-        size = 4096 if device.type == "cuda" else 1024
-        square = matmul.square_rate(size, device, kd_dtype, opts.repeats)
-        square_fp32 = square if kd_dtype == torch.float32 else matmul.square_rate(size, device, torch.float32,
-                                                                                   opts.repeats)
-        ablations = {}
-        for name in opts.ablations:
-            # Paired: the full path is re-timed right before each variant, so a change in the
-            # machine's load between variants does not masquerade as the item's effect.
-            log(f"fast path without one item: {name} (and the full path again, just before it)")
-            built.student.load_state_dict(student0)
-            seed_everything(opts.seed)
-            full = kdtune_path(built, device, opts.repeats, GROUP_BATCHES, compile=opts.compile)
-            built.student.load_state_dict(student0)
-            context, variant_built = ablation_variant(name, built, prepared, pad_to)
-            seed_everything(opts.seed)
-            with context:
-                v = kdtune_path(variant_built, device, opts.repeats, GROUP_BATCHES,
-                                compile=opts.compile or name == "compile")
-            ablations[name] = {**v.to_dict(), "full_path_examples_per_s": full.examples_per_s.to_dict(),
-                               "relative_throughput": v.examples_per_s.median / full.examples_per_s.median}
-        del built, student0
-
         result["setup"] = {
-            "model": prepared.label, "dataset": opts.dataset, "batch_size": opts.batch_size,
-            "rows": rows, "repeats": opts.repeats, "reference_steps": opts.reference_steps, "pad_to": pad_to,
-            "teacher": asdict(teacher), "student": asdict(student), "precision": str(kd_dtype).replace("torch.", ""),
-            "compile": opts.compile,
+            "model": prepared.label, "tokenizer": prepared.tokenizer, "dataset": opts.dataset,
+            "rows": len(prepared.splits["train"]), "repeats": opts.repeats,
+            "reference_steps": opts.reference_steps, "pad_to": prepared.trial.max_length, "compile": opts.compile,
+            "seconds": time.perf_counter() - started,
         }
-        result["matmul"] = {
-            "kdtune_shapes": {"tokens": round(kd.tokens_per_batch), "flops_per_s": kd_mm.to_dict()},
-            "reference_shapes": {"tokens": round(ref.tokens_per_batch), "flops_per_s": ref_mm.to_dict()},
-            "square": {"size": size, "flops_per_s": square.to_dict(), "dtype": str(kd_dtype).replace("torch.", ""),
-                       "fp32_flops_per_s": square_fp32.to_dict()},
-        }
-        result["kdtune"] = {**kd.to_dict(), "mfu": kd.flops_per_s.scaled(1 / kd_mm.median).to_dict(),
-                            "mfu_vs_square": kd.flops_per_s.median / square.median}
-        result["reference"] = {**ref.to_dict(), "mfu": ref.flops_per_s.scaled(1 / ref_mm.median).to_dict(),
-                               "mfu_vs_square": ref.flops_per_s.median / square_fp32.median}
-        result["speedup"] = {
-            "median": kd.examples_per_s.median / ref.examples_per_s.median,
-            "min": kd.examples_per_s.low / ref.examples_per_s.high,
-            "max": kd.examples_per_s.high / ref.examples_per_s.low,
-        }
-        result["memory"] = peak.to_dict()
-        result["ablations"] = ablations
+        result["batches"] = {}
+        for i, batch_size in enumerate(opts.batch_sizes):
+            result["batches"][str(batch_size)] = measure_batch(
+                prepared, batch_size, opts, device, log, memory=i == 0, setup=result["setup"])
+        result["memory"] = result["batches"][str(opts.batch_sizes[0])].pop("memory")
         result["sweep"] = None
         if not opts.skip_sweep:
-            kind, name = parse_model(opts.model)
-            base = f"preset:{name}" if kind == "preset" else str(prepared.teacher_dir)
-            result["sweep"] = sweep_overhead(base, opts.dataset, opts.data_dir, workdir / "sweep", device,
-                                             max_steps=opts.sweep_steps, batch_size=opts.batch_size,
-                                             max_length=pad_to, log=log)
+            result["sweep"] = sweep_overhead(str(prepared.teacher_dir), opts.dataset, opts.data_dir, workdir / "sweep",
+                                             device, max_steps=opts.sweep_steps, batch_size=max(opts.batch_sizes),
+                                             max_length=prepared.trial.max_length, log=log)
     finally:
         torch.set_num_threads(previous_threads)
         tmp.cleanup()
     result["machine"]["load_average_end"] = load_average()
     result["goals"] = goals(result)
     return result
+
+
+def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, memory: bool, setup: dict) -> dict:
+    """Every per-batch-size measurement (see the module doc); fills `setup` with the shapes."""
+    import torch
+
+    from kdtune import teacher_cache
+    from kdtune import trial as trial_lib
+    from kdtune.bench import matmul
+    from kdtune.bench.ablations import COMPILED, SWITCHED_ON
+    from kdtune.bench.ablations import variant as ablation_variant
+    from kdtune.bench.flops import EncoderShape, layer_gemms
+    from kdtune.bench.memory import peak_memory
+    from kdtune.bench.paths import kdtune_path, reference_path
+    from kdtune.runtime import autocast_for, seed_everything
+
+    trial = dataclasses.replace(prepared.trial, batch_size=batch_size)
+    pad_to = trial.max_length
+    out: dict = {}
+    log(f"batch {batch_size}: kdtune path, teacher run every step: {opts.repeats} timed samples of "
+        f"{GROUP_BATCHES} steps (+1 warm-up)")
+    with peak_memory(device) as peak:
+        built = trial_lib.build(trial, prepared.teacher_dir, splits=prepared.splits)
+        student0 = {k: v.detach().clone() for k, v in built.student.state_dict().items()}
+        teacher, student = EncoderShape.of(built.teacher), EncoderShape.of(built.student)
+        seed_everything(opts.seed)
+        plain = kdtune_path(built, device, opts.repeats, GROUP_BATCHES, compile=opts.compile)
+    if memory:
+        out["memory"] = peak.to_dict()
+    started = time.perf_counter()
+    status = teacher_cache.attach(built, device, log)
+    cache = built.distiller.teacher_cache
+    out["teacher_cache"] = {"status": status, "seconds": time.perf_counter() - started,
+                            "bytes": cache.bytes if cache else None, "folder": str(cache.folder) if cache else None}
+    log(f"batch {batch_size}: kdtune path reading the teacher cache ({status})")
+    built.student.load_state_dict(student0)
+    seed_everything(opts.seed)
+    kd = kdtune_path(built, device, opts.repeats, GROUP_BATCHES, compile=opts.compile)
+    kd_dtype = torch.bfloat16 if _autocasts(autocast_for(device, trial.precision)) else torch.float32
+    log(f"batch {batch_size}: matmul FLOP/s at the kdtune path's shapes")
+    kd_mm = matmul.gemm_rate(layer_gemms(student, round(kd.tokens_per_batch)), device, kd_dtype, opts.repeats)
+
+    log(f"batch {batch_size}: reference path: {opts.repeats} samples of {opts.reference_steps} steps (+1 warm-up)")
+    built.student.load_state_dict(student0)
+    d = built.distiller
+    rows_ds = built.inputs.train_loader(0).dataset
+    ref = reference_path(built.student, d.teacher, rows_ds, built.tokenizer.pad_token_id, pad_to,
+                         d.layer_map, d.hidden_match, batch_size, device, opts.repeats,
+                         opts.reference_steps, trial.lr, opts.seed)
+    log(f"batch {batch_size}: matmul FLOP/s at the reference's shapes, and a large square product")
+    ref_mm = matmul.gemm_rate(layer_gemms(student, round(ref.tokens_per_batch)), device, torch.float32,
+                              opts.repeats)
+    size = 4096 if device.type == "cuda" else 1024
+    square = matmul.square_rate(size, device, kd_dtype, opts.repeats)
+    square_fp32 = square if kd_dtype == torch.float32 else matmul.square_rate(size, device, torch.float32,
+                                                                               opts.repeats)
+    ablations = {}
+    cached = d.teacher_cache
+    for name in opts.ablations:
+        # Items switched off re-time the path that runs the teacher (so the teacher items mean
+        # something); items switched on (compile, fused loss) are tried on the default path.
+        d.teacher_cache = cached if name in SWITCHED_ON else None
+        # Paired: the full path is re-timed right before each variant, so a change in the
+        # machine's load between variants does not masquerade as the item's effect.
+        change = "with" if name in SWITCHED_ON else "without"
+        log(f"batch {batch_size}: fast path {change} one item: {name} (and the full path again, just before it)")
+        built.student.load_state_dict(student0)
+        seed_everything(opts.seed)
+        full = kdtune_path(built, device, opts.repeats, GROUP_BATCHES, compile=opts.compile)
+        built.student.load_state_dict(student0)
+        context, variant_built = ablation_variant(name, built, prepared, pad_to)
+        seed_everything(opts.seed)
+        with context:
+            v = kdtune_path(variant_built, device, opts.repeats, GROUP_BATCHES,
+                            compile=opts.compile or name in COMPILED)
+        ablations[name] = {**v.to_dict(), "teacher_cache": d.teacher_cache is not None,
+                           "full_path_examples_per_s": full.examples_per_s.to_dict(),
+                           "relative_throughput": v.examples_per_s.median / full.examples_per_s.median}
+    setup.update(teacher=asdict(teacher), student=asdict(student), precision=str(kd_dtype).replace("torch.", ""))
+    out["matmul"] = {
+        "kdtune_shapes": {"tokens": round(kd.tokens_per_batch), "flops_per_s": kd_mm.to_dict()},
+        "reference_shapes": {"tokens": round(ref.tokens_per_batch), "flops_per_s": ref_mm.to_dict()},
+        "square": {"size": size, "flops_per_s": square.to_dict(), "dtype": str(kd_dtype).replace("torch.", ""),
+                   "fp32_flops_per_s": square_fp32.to_dict()},
+    }
+    for name, path, mm, sq in (("kdtune", kd, kd_mm, square), ("kdtune_no_cache", plain, kd_mm, square),
+                               ("reference", ref, ref_mm, square_fp32)):
+        out[name] = {**path.to_dict(), "mfu": path.flops_per_s.scaled(1 / mm.median).to_dict(),
+                     "mfu_vs_square": path.flops_per_s.median / sq.median}
+    out["speedup"] = ratio(kd, ref)
+    out["cache_speedup"] = ratio(kd, plain)  # adjacent runs: the cache's paired effect
+    out["ablations"] = ablations
+    return out
+
+
+def ratio(a, b) -> dict:
+    """a's examples/s over b's: median over median, and the extremes paired crosswise."""
+    return {"median": a.examples_per_s.median / b.examples_per_s.median,
+            "min": a.examples_per_s.low / b.examples_per_s.high,
+            "max": a.examples_per_s.high / b.examples_per_s.low}
 
 
 def _autocasts(ctx) -> bool:
@@ -197,18 +252,20 @@ def _autocasts(ctx) -> bool:
 
 
 def goals(result: dict) -> dict:
-    """Each performance goal (`GOALS`) with its measured value and whether it is met."""
-    out = {
-        "speedup": {"target": GOALS["speedup"], "measured": result["speedup"]["median"]},
-        "mfu": {"target": GOALS["mfu"], "measured": result["kdtune"]["mfu"]["median"]},
-        "sweep_overhead": {"target": GOALS["sweep_overhead"],
-                           "measured": result["sweep"]["overhead"] if result.get("sweep") else None},
-    }
-    for name, g in out.items():
-        if g["measured"] is None:
-            g["met"] = None
-        elif name == "sweep_overhead":
-            g["met"] = g["measured"] <= g["target"]
+    """Each goal of `GOALS` with its measured value and whether it is met (None: not measured)."""
+    out = {}
+    for name, batch, target, sign in GOALS:
+        b = result["batches"].get(str(batch)) if batch else None
+        if name == "sweep_overhead":
+            measured = result["sweep"]["overhead"] if result.get("sweep") else None
+        elif b is None:
+            measured = None
+        elif name == "speedup":
+            measured = b["speedup"]["median"]
+        elif name == "mfu_vs_square":
+            measured = b["kdtune"]["mfu_vs_square"]
         else:
-            g["met"] = g["measured"] >= g["target"]
+            measured = b["cache_speedup"]["median"] if b["teacher_cache"]["status"] in ("built", "reused") else None
+        met = None if measured is None else (measured >= target if sign == ">=" else measured <= target)
+        out[f"{name}@{batch}" if batch else name] = {"target": target, "sign": sign, "measured": measured, "met": met}
     return out

@@ -19,41 +19,20 @@ def _pct(x: float) -> str:
 
 
 def render(r: dict) -> str:
-    m, s, kd, ref = r["machine"], r["setup"], r["kdtune"], r["reference"]
+    m, s = r["machine"], r["setup"]
     t, st = s["teacher"], s["student"]
     lines = [
         f"kdtune bench: {s['model']} on {s['dataset']}: teacher {t['layers']}L/h{t['hidden']}, "
-        f"student {st['layers']}L/h{st['hidden']}, batch {s['batch_size']}, {s['rows']} rows, "
-        f"{s['precision']}{', compiled' if s.get('compile') else ''}",
+        f"student {st['layers']}L/h{st['hidden']}, {s['rows']} rows, {s['precision']}"
+        f"{', compiled' if s.get('compile') else ''}; setup {s['seconds']:.0f} s (tokenizer: {s['tokenizer']})",
         f"machine: {m['device']} ({m['device_name']}), {m['torch_threads']} torch threads of {m['cpus']} CPUs, "
         f"torch {m['torch']}, load average {m['load_average_start']} -> {m['load_average_end']}",
         f"median [min-max] over {s['repeats']} timed samples each",
-        "",
-        f"{'metric':34s} {'kdtune':>28s} {'reference (TinyBERT-style)':>28s}",
-        f"{'KD throughput (examples/s)':34s} {_cell(kd['examples_per_s']):>28s} {_cell(ref['examples_per_s']):>28s}",
-        f"{'step time (ms)':34s} {_cell(kd['step_seconds'], lambda x: f'{1000 * x:.0f}'):>28s} "
-        f"{_cell(ref['step_seconds'], lambda x: f'{1000 * x:.0f}'):>28s}",
-        f"{'achieved FLOP/s (real tokens)':34s} {_cell(kd['flops_per_s'], _si):>28s} {_cell(ref['flops_per_s'], _si):>28s}",
-        f"{'matmul FLOP/s at its shapes':34s} {_cell(r['matmul']['kdtune_shapes']['flops_per_s'], _si):>28s} "
-        f"{_cell(r['matmul']['reference_shapes']['flops_per_s'], _si):>28s}",
-        f"{'MFU (real tokens)':34s} {_cell(kd['mfu'], _pct):>28s} {_cell(ref['mfu'], _pct):>28s}",
-        f"{'MFU vs square matmul (median)':34s} {_pct(kd['mfu_vs_square']):>28s} {_pct(ref['mfu_vs_square']):>28s}",
-        f"{'padding efficiency (real/padded)':34s} {_pct(kd['padding_efficiency']):>28s} "
-        f"{_pct(ref['padding_efficiency']):>28s}",
-        f"{'padded tokens per batch':34s} {kd['tokens_per_batch']:>28.0f} {ref['tokens_per_batch']:>28.0f}",
-        "",
-        f"KD speedup over the reference: {r['speedup']['median']:.2f}x "
-        f"[{r['speedup']['min']:.2f}-{r['speedup']['max']:.2f}]",
-        f"square {r['matmul']['square']['size']}^3 matmul ({r['matmul']['square']['dtype']}): "
-        f"{_cell(r['matmul']['square']['flops_per_s'], _si)} FLOP/s",
-        f"peak memory of one trial (build + kdtune training): {r['memory']['mib']:.0f} MiB ({r['memory']['kind']})",
     ]
-    if r.get("ablations"):
-        lines += ["", "fast path, one item switched off (kdtune path re-timed, paired with a full-path run just before):",
-                  f"{'variant':20s} {'examples/s':>24s} {'full path, paired':>24s} {'ratio':>6s} {'pad. eff.':>9s}"]
-        for name, a in r["ablations"].items():
-            lines.append(f"{name:20s} {_cell(a['examples_per_s']):>24s} {_cell(a['full_path_examples_per_s']):>24s} "
-                         f"{a['relative_throughput']:>5.2f}x {_pct(a['padding_efficiency']):>9s}")
+    for batch, b in r["batches"].items():
+        lines += [""] + batch_table(batch, b)
+    lines += ["", f"peak memory of one trial (build + kdtune training, no cache): {r['memory']['mib']:.0f} MiB "
+                  f"({r['memory']['kind']})"]
     sw = r.get("sweep")
     if sw:
         lines.append(
@@ -67,12 +46,44 @@ def render(r: dict) -> str:
         lines.append("sweep overhead: skipped")
     lines.append("")
     for name, g in r["goals"].items():
-        if g["measured"] is None:
-            verdict, value = "not measured", "-"
-        else:
-            verdict = "met" if g["met"] else "NOT met"
-            value = f"{g['measured']:.2f}x" if name == "speedup" else _pct(g["measured"])
-        target = f"{g['target']:.1f}x" if name == "speedup" else _pct(g["target"])
-        sign = "<=" if name == "sweep_overhead" else ">="
-        lines.append(f"goal {name} {sign} {target}: {value} ({verdict})")
+        ratio = name.startswith(("speedup", "teacher_cache"))
+        fmt = (lambda x: f"{x:.2f}x") if ratio else _pct
+        value, verdict = ("-", "not measured") if g["measured"] is None else (
+            fmt(g["measured"]), "met" if g["met"] else "NOT met")
+        lines.append(f"goal {name} {g['sign']} {fmt(g['target'])}: {value} ({verdict})")
     return "\n".join(lines)
+
+
+def batch_table(batch: str, b: dict) -> list[str]:
+    kd, plain, ref, mm, c = b["kdtune"], b["kdtune_no_cache"], b["reference"], b["matmul"], b["teacher_cache"]
+    cols = (kd, plain, ref)
+    ms = lambda x: f"{1000 * x:.0f}"  # noqa: E731
+    row = lambda label, cells: f"{label:34s} " + " ".join(f"{x:>26s}" for x in cells)  # noqa: E731
+    lines = [
+        f"batch {batch}:",
+        row("metric", ("kdtune (teacher cache)", "kdtune (teacher run)", "reference (TinyBERT-style)")),
+        row("KD throughput (examples/s)", [_cell(p["examples_per_s"]) for p in cols]),
+        row("step time (ms)", [_cell(p["step_seconds"], ms) for p in cols]),
+        row("achieved FLOP/s (real tokens)", [_cell(p["flops_per_s"], _si) for p in cols]),
+        row("matmul FLOP/s at its shapes", [_cell(mm["kdtune_shapes"]["flops_per_s"], _si)] * 2
+            + [_cell(mm["reference_shapes"]["flops_per_s"], _si)]),
+        row("MFU (real tokens)", [_cell(p["mfu"], _pct) for p in cols]),
+        row("MFU vs square matmul (median)", [_pct(p["mfu_vs_square"]) for p in cols]),
+        row("padding efficiency (real/padded)", [_pct(p["padding_efficiency"]) for p in cols]),
+        row("padded tokens per batch", [f"{p['tokens_per_batch']:.0f}" for p in cols]),
+        f"KD speedup over the reference: {b['speedup']['median']:.2f}x [{b['speedup']['min']:.2f}-{b['speedup']['max']:.2f}]",
+        f"teacher cache ({c['status']}"
+        + (f", {c['bytes'] / 2**20:.0f} MiB, {c['seconds']:.1f} s to attach" if c["bytes"] else "")
+        + f"): {b['cache_speedup']['median']:.2f}x [{b['cache_speedup']['min']:.2f}-{b['cache_speedup']['max']:.2f}] "
+          "the throughput of the teacher-run path, timed just before",
+        f"square {mm['square']['size']}^3 matmul ({mm['square']['dtype']}): {_cell(mm['square']['flops_per_s'], _si)} FLOP/s",
+    ]
+    if b.get("ablations"):
+        lines += ["fast path, one item switched off (teacher run) or on (+cache: on the cached path), "
+                  "paired with a full-path run just before:",
+                  f"{'variant':20s} {'examples/s':>24s} {'full path, paired':>24s} {'ratio':>6s} {'pad. eff.':>9s}"]
+        for name, a in b["ablations"].items():
+            label = name + (" +cache" if a.get("teacher_cache") else "")
+            lines.append(f"{label:20s} {_cell(a['examples_per_s']):>24s} {_cell(a['full_path_examples_per_s']):>24s} "
+                         f"{a['relative_throughput']:>5.2f}x {_pct(a['padding_efficiency']):>9s}")
+    return lines

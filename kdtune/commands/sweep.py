@@ -30,13 +30,33 @@ def run(args: argparse.Namespace) -> int:
 
         describe(spec)
         return 0
+    import signal
+
     from kdtune.sweep import run_sweep
 
-    outcome = run_sweep(spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
-                        rerun_failed=args.rerun_failed, force=args.force)
+    # A batch scheduler or `kill` stops a job with SIGTERM (Slurm on time-out or preemption,
+    # Kubernetes on eviction): stop the sweep the same clean, resumable way as Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, terminate_like_ctrl_c)
+    try:
+        outcome = run_sweep(spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
+                            rerun_failed=args.rerun_failed, force=args.force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"\nparent run {outcome.parent_run_id}: {outcome.finished} finished, {outcome.failed} failed, "
           f"{outcome.early_stopped} early-stopped, {len(outcome.skipped)} skipped"
           + (f", {outcome.interrupted} interrupted: run the same command again to resume" if outcome.interrupted else ""))
     if outcome.interrupted:
         return 130  # the shell's code for a Ctrl-C
     return 0 if outcome.ok else 1
+
+
+def terminate_like_ctrl_c(signum, frame) -> None:
+    """SIGTERM handler: do what SIGINT does now (Ray Tune's graceful stop while trials run,
+    else KeyboardInterrupt), also when SIGINT is ignored, as in a background job of a script."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt

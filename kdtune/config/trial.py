@@ -78,6 +78,7 @@ class TrialConfig:
     group_by_length: bool = True
     precision: str = "auto"
     compile: bool = False  # torch.compile the student and teacher (speed only; pays on long GPU runs)
+    teacher_cache: bool = True  # KD reads the teacher's outputs from kdtune.teacher_cache (speed only)
     # teacher stage (fine-tuned once per distinct teacher key, best of teacher_seeds by val F1)
     teacher_epochs: float = 30.0
     teacher_max_steps: int | None = None
@@ -146,7 +147,7 @@ class TrialConfig:
         return name + ("/copy-only" if self.epochs == 0 else "")
 
 
-UNHASHED = frozenset({"data_dir", "save_model", "compile"})  # where and how fast, not what
+UNHASHED = frozenset({"data_dir", "save_model", "compile", "teacher_cache"})  # where and how fast, not what
 # Fields added after stores existed: at their default they stay out of the hash, so every trial
 # run before they existed keeps its hash (and is still found as FINISHED).
 ADDED_LATER = {"languages": "all", "teacher_weight_decay": None, "teacher_warmup_ratio": None,

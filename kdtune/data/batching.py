@@ -9,11 +9,15 @@ Order: `shuffle=True` draws a new permutation every epoch from a `torch.Generato
 transformers' `LengthGroupedSampler` (random mega-batches of 50 batches, each sorted by length,
 seeded the same way); without shuffle it visits rows longest first (deterministic), which only
 changes the order of evaluation batches, never their content.
+
+`row_ids=True` adds a ``row`` tensor to every batch: each row's position in `encoded` (the
+training selection), by which `kdtune.teacher_cache` finds the teacher outputs stored for it.
 """
 
 from __future__ import annotations
 
 MODEL_COLUMNS = ("input_ids", "attention_mask", "label")
+ROW = "row"
 
 
 def encode(ds, tokenizer, max_length: int):
@@ -39,6 +43,7 @@ def make_loader(
     shuffle: bool,
     seed: int = 0,
     group_by_length: bool = False,
+    row_ids: bool = False,
 ):
     """A DataLoader of dicts {input_ids, attention_mask, labels} padded per batch."""
     import numpy as np
@@ -48,6 +53,8 @@ def make_loader(
 
     columns = [c for c in MODEL_COLUMNS if c in encoded.column_names]
     data = encoded.select_columns(columns)
+    if row_ids:  # the collator passes an int column through as a (batch,) tensor
+        data = data.add_column(ROW, np.arange(len(data), dtype=np.int64))
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     if group_by_length:

@@ -11,6 +11,8 @@ run's best trial and summary are updated as trials end (`kdtune.sweep.best`).
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +29,19 @@ def init_ray(address: str | None, store: Path) -> None:
 
     if ray.is_initialized():
         return
+    # ray.init installs Ray's own SIGTERM handler (it logs a stack and exits), replacing the one
+    # the sweep command set (stop cleanly, like Ctrl-C): put the caller's back afterwards.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        _init(address)
+    finally:
+        if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _init(address: str | None) -> None:
+    import ray
+
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         try:
