@@ -3,6 +3,7 @@
 - `kdtune.config.trial`: `TrialConfig` (one trial), `TeacherSpec`, the hashes, the allowed values
   of each choice, `make_trial` (coercion and validation of plain values).
 - `kdtune.config.sweep_file`: `SweepSpec` and `load_sweep` (a sweep YAML -> its trials).
+- `kdtune.config.scheduler`: `scheduler:` (asha, hyperband, median and their options).
 - `kdtune.config.space`: `space:` and `search:` (sampled fields, seeded random draws, Optuna's limits).
 - `kdtune.config.checks`: key and type checks of a mapping, "did you mean" hints.
 
@@ -13,14 +14,12 @@ Every name is re-exported here: `from kdtune.config import TrialConfig, load_swe
 """
 
 from kdtune.config.checks import TYPE_WORDS, check_keys, did_you_mean
+from kdtune.config.scheduler import SCHEDULER_KEYS, SCHEDULER_OPTIONS, Scheduler
 from kdtune.config.sweep_file import (
     RESOURCE_KEYS,
-    SCHEDULER_KEYS,
-    SCHEDULER_OPTIONS,
     SWEEP_KEYS,
     TRACKING_KEYS,
     Resources,
-    Scheduler,
     SweepSpec,
     apply_set,
     check_trial_keys,

@@ -24,15 +24,7 @@ draw them (`algorithm` random or optuna, `num_samples` per grid point, `seed`, `
 see `kdtune.config.space`. A field is in at most one of grid and space, and overrides neither
 match nor set a sampled field.
 
-`scheduler:` stops hopeless trials early, comparing the validation `metric` at each evaluation
-(time is counted in evaluations, so a resumed trial continues its count):
-- `{type: asha, grace_period: 1, reduction_factor: 3, max_t: 100}`: Ray's ASHAScheduler;
-- `{type: hyperband, reduction_factor: 3, max_t: 100}`: Ray's HyperBandScheduler (pauses trials
-  and resumes them from their checkpoints; a trial that survives the brackets runs its schedule
-  out). It needs every trial created up front: a grid or random search with `max_concurrent: 0`;
-- `{type: median, grace_period: 1, min_samples_required: 3, hard_stop: true}`: Ray's
-  MedianStoppingRule (stops a trial whose best is below the median of the others' running means).
-Values shown are the defaults; a stopped trial's run ends KILLED with a `kdtune.stopped` tag.
+`scheduler:` stops hopeless trials early: see `kdtune.config.scheduler`.
 """
 
 from __future__ import annotations
@@ -45,6 +37,7 @@ from typing import Any
 import yaml
 
 from kdtune.config.checks import check_keys, did_you_mean
+from kdtune.config.scheduler import Scheduler, parse_scheduler
 from kdtune.config.space import Search, draws, parse_search, probes, with_sample
 from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, default_of, make_trial
 from kdtune.errors import UsageError
@@ -55,20 +48,6 @@ from kdtune.metrics import METRICS
 class Resources:
     cpu: float = 1
     gpu: float = 0
-
-
-@dataclass
-class Scheduler:
-    type: str = "asha"
-    grace_period: int = 1  # in evaluations
-    reduction_factor: float = 3
-    max_t: int = 100
-    min_samples_required: int = 3
-    hard_stop: bool = True
-
-    def options(self) -> dict:
-        """The options of this type (SCHEDULER_OPTIONS), as Ray's scheduler takes them."""
-        return {k: getattr(self, k) for k in SCHEDULER_OPTIONS[self.type]}
 
 
 @dataclass
@@ -144,13 +123,7 @@ SWEEP_KEYS = {
 }
 TRACKING_KEYS = {"uri": (str, type(None)), "experiment": str}
 RESOURCE_KEYS = {"cpu": (int, float), "gpu": (int, float)}
-SCHEDULER_KEYS = {"type": str, "grace_period": int, "reduction_factor": (int, float), "max_t": int,
-                  "min_samples_required": int, "hard_stop": bool}
-SCHEDULER_OPTIONS = {  # Ray's ASHAScheduler, HyperBandScheduler, MedianStoppingRule
-    "asha": ("grace_period", "reduction_factor", "max_t"),
-    "hyperband": ("reduction_factor", "max_t"),
-    "median": ("grace_period", "min_samples_required", "hard_stop"),
-}
+
 
 
 def load_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SweepSpec:
@@ -260,28 +233,6 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
         probes=probed,
         sampled_teacher=sampled_teacher,
     )
-
-
-def parse_scheduler(sched: dict | None, path: str) -> Scheduler | None:
-    if not sched:
-        return None
-    check_keys(sched, SCHEDULER_KEYS, path, "scheduler.")
-    kind = sched.get("type", "asha")
-    if kind not in SCHEDULER_OPTIONS:
-        raise UsageError(f"{path}: scheduler.type: {kind!r} not supported; allowed: {', '.join(SCHEDULER_OPTIONS)}")
-    for key in sched:
-        if key != "type" and key not in SCHEDULER_OPTIONS[kind]:
-            raise UsageError(f"{path}: scheduler.{key}: not an option of {kind}; allowed: "
-                             f"{', '.join(SCHEDULER_OPTIONS[kind])}")
-    scheduler = Scheduler(**sched)
-    for key, low in (("grace_period", 1), ("max_t", 1), ("min_samples_required", 1)):
-        if getattr(scheduler, key) < low:
-            raise UsageError(f"{path}: scheduler.{key}: must be >= {low}, got {getattr(scheduler, key)}")
-    if scheduler.reduction_factor <= 1:
-        raise UsageError(f"{path}: scheduler.reduction_factor: must be > 1, got {scheduler.reduction_factor}")
-    if kind == "asha" and scheduler.max_t < scheduler.grace_period:
-        raise UsageError(f"{path}: scheduler.max_t: must be >= grace_period ({scheduler.grace_period})")
-    return scheduler
 
 
 def sample_grid(search: Search, points: list[TrialConfig], path: str) -> list[TrialConfig]:

@@ -39,10 +39,12 @@ def make_searcher(search: Search, plan: StudyPlan, metric: str) -> OptunaSearch:
     space = OptunaSearch.convert_search_space(ray_space(search))  # Ray's conversion, done here: no warning
     searcher = OptunaSearch(space=space, metric=metric, mode="max",
                             points_to_evaluate=[dict(p) for p in plan.resume] or None, sampler=sampler)
-    for sample, value in plan.told:
-        searcher.add_evaluated_point(dict(sample), value)
-    for sample in plan.failed:
-        searcher.add_evaluated_point(dict(sample), 0.0, error=True)
+    told = [(sample, value, False) for sample, value in plan.told] + [(sample, 0.0, True) for sample in plan.failed]
+    for sample, value, failed in told:
+        try:
+            searcher.add_evaluated_point(dict(sample), value, error=failed)
+        except ValueError:  # drawn from another space (the file's space changed since): not this study's
+            pass
     return searcher
 
 
