@@ -152,7 +152,7 @@ def test_the_report_shows_the_search(store, random_search, tmp_path):
 
 
 STOPPING = {  # a contrived grid: hopeless learning rates beside a good one
-    "hyperband": ("grid: {lr: [3.0e-3, 2.0e-3, 3.0e-9, 4.0e-3, 2.0e-9]}\n"
+    "hyperband": ("grid: {lr: [3.0e-3, 2.0e-3, 3.0e-9, 2.0e-9]}\n"  # brackets of 2 and 2: one halved
                   "scheduler: {type: hyperband, max_t: 3, reduction_factor: 3}\nmax_concurrent: 0\n"),
     "median": ("grid: {lr: [3.0e-3, 1.0e-9]}\n"
                "scheduler: {type: median, grace_period: 2, min_samples_required: 1}\nmax_concurrent: 1\n"),

@@ -16,7 +16,7 @@ from collections import Counter
 
 from kdtune.config import SweepSpec
 from kdtune.tracking.tags import (
-    BEST_PREFIX, BEST_RUN, EARLY_STOPPED, INTERRUPTED, NOTE, STOPPED, STOPPED_BY_RAY, SUPERSEDED,
+    BEST_PREFIX, BEST_RUN, EARLY_STOPPED, INTERRUPTED, NOTE, SAMPLED, STOPPED, STOPPED_BY_RAY, SUPERSEDED,
 )
 
 TOP = 5
@@ -73,7 +73,9 @@ def summary_markdown(spec: SweepSpec, runs, top: int = TOP) -> str:
         m, p = r.data.metrics, r.data.params
         test = f"{m[f'test_{metric}']:.4f}" if f"test_{metric}" in m else "-"
         cells = [_short(p.get(k, "-")) for k in fields]
-        lines.append(f"| {i} | {r.info.run_name} (`{r.info.run_id[:8]}`) | {m[f'best_val_{metric}']:.4f} | {test} | "
+        name = r.info.run_name or ""
+        name = name.rsplit("/", 1)[0] if SAMPLED in r.data.tags else name  # its values are the columns
+        lines.append(f"| {i} | {name} (`{r.info.run_id[:8]}`) | {m[f'best_val_{metric}']:.4f} | {test} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
