@@ -105,7 +105,10 @@ def test_an_optuna_search_killed_and_resumed_ends_with_num_samples_distinct_fini
     moved = tmp_path / "moved"
     subprocess.run(["cp", "-r", str(store), str(moved)], check=True)
     subprocess.run(["rm", "-rf", str(moved / "ray")], check=True)
-    second = subprocess.run(cmd(moved), capture_output=True, text=True, env=env, timeout=900)
+    # Another seed too: the interrupted trial must come back from MLflow, not from replaying the
+    # seeded sampler (with the same seed and history TPE would suggest it again by itself).
+    second = subprocess.run([*cmd(moved), "--set", "search.seed=1"], capture_output=True, text=True, env=env,
+                            timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     ended = len(finished_before)
     assert (f"optuna: {NUM_SAMPLES} trials (4 x 1 grid point(s)): {ended} already ended, told to TPE ({ended}); "
