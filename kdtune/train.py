@@ -165,16 +165,13 @@ def train(
         # Resumed: put torch's random state (dropout's masks) back where the interrupted run took
         # it. Making a DataLoader iterator draws its base seed from that state, and the
         # interrupted run made that draw at the start of the epoch: so restore before the draw at
-        # an epoch boundary, after it mid-epoch.
-        resume_rng = state.rng
+        # an epoch boundary, after it mid-epoch (skip > 0 only in the first epoch of a resume).
+        if state.rng is not None and skip == 0:
+            restore_rng(state.rng)
         while state.step < n_steps:
-            if resume_rng is not None and skip == 0:
-                restore_rng(resume_rng)
-                resume_rng = None
             batches = iter(make_train_loader(epoch))
-            if resume_rng is not None:
-                restore_rng(resume_rng)
-                resume_rng = None
+            if state.rng is not None and skip > 0:
+                restore_rng(state.rng)
             for i, batch in enumerate(batches):
                 if i < skip:
                     continue  # resumed mid-epoch: these batches were already trained on

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.config import make_trial, sampled_values, search_name, study_key
+from kdtune.metrics import reported_metric
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
     ATTEMPTS, CONFIG_HASH, FAILURE, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE,
@@ -92,7 +93,7 @@ def run_trial(config: dict[str, Any]) -> None:
             # Only the trial's own metric goes to Ray: a scheduler set to another name then fails
             # loudly (Ray's strict metric check) instead of comparing the wrong F1.
             evals[0] = len(st.history)
-            report = {f"val_{trial.metric}": metrics[trial.metric], "metric": trial.metric,
+            report = {reported_metric(trial.metric): metrics[trial.metric], "metric": trial.metric,
                       "best_val": st.best_score, "step": step, "node": node[NODE_IP], EVALS: evals[0]}
             tune.report(report)
 
@@ -108,7 +109,7 @@ def run_trial(config: dict[str, Any]) -> None:
         finished = True
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         best = outcome.best_val[trial.metric]
-        tune.report({f"val_{trial.metric}": best, "metric": trial.metric, "best_val": best,
+        tune.report({reported_metric(trial.metric): best, "metric": trial.metric, "best_val": best,
                      "test": outcome.test[trial.metric], "step": outcome.steps, EVALS: evals[0]})
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
@@ -117,7 +118,7 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.end_run(run_id, "FAILED")
         # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
         # its metric, as one that diverges before its first evaluation would: it scores nothing.
-        tune.report({f"val_{trial.metric}": 0.0, DIVERGED: 1, EVALS: evals[0]})
+        tune.report({reported_metric(trial.metric): 0.0, DIVERGED: 1, EVALS: evals[0]})
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not finished:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kdtune.config import SweepSpec, study_key
+from kdtune.metrics import reported_metric
 from kdtune.sweep.outcome import SweepOutcome, print_summary, settle_runs
 from kdtune.sweep.plan import PastRun, plan_search, plan_sweep
 from kdtune.sweep.preflight import preflight
@@ -47,7 +48,7 @@ def describe(spec: SweepSpec, out: TextIO | None = None) -> None:
             print(f"  space: {d.key} ~ {d.describe()}", file=out)
     if spec.scheduler:
         opts = ", ".join(f"{k} {v}" for k, v in spec.scheduler.options().items())
-        print(f"  scheduler: {spec.scheduler.type} ({opts}) on val_{spec.metric}", file=out)
+        print(f"  scheduler: {spec.scheduler.type} ({opts}) on {reported_metric(spec.metric)}", file=out)
     keys = search.keys if search else []
     for i, t in enumerate(spec.trials, 1):
         values = " ".join(f"{k}={getattr(t, k)}" for k in keys)
@@ -132,9 +133,9 @@ def _run(spec, tracker, parent, created, store, address, rerun_failed, force, ou
         if spec.optuna:
             from kdtune.sweep.search import PerPoint, Study
 
-            studies = [Study(spec.search, point, work.studies[key], f"val_{spec.metric}")
+            studies = [Study(spec.search, point, work.studies[key], reported_metric(spec.metric))
                        for key, point in zip(_study_keys(spec), spec.points)]
-            searcher = PerPoint(studies, f"val_{spec.metric}", say)
+            searcher = PerPoint(studies, reported_metric(spec.metric), say)
         started_ms = int(time.time() * 1000)
         run_tuner(spec, [] if spec.optuna else todo, tracker, parent, store, say,
                   searcher=searcher, samples=remaining if spec.optuna else 0)  # how trials ended: read from MLflow

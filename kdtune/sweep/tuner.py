@@ -21,6 +21,7 @@ from ray.tune import Callback
 
 from kdtune.config import Scheduler, SweepSpec, TrialConfig, make_trial, search_name
 from kdtune.errors import UsageError
+from kdtune.metrics import reported_metric
 from kdtune.trainable import DIVERGED, EVALS, run_trial
 
 
@@ -89,7 +90,7 @@ def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, st
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=f"val_{spec.metric}", mode="max", scheduler=make_scheduler(spec.scheduler), reuse_actors=True,
+            metric=reported_metric(spec.metric), mode="max", scheduler=make_scheduler(spec.scheduler), reuse_actors=True,
             search_alg=searcher, num_samples=samples if searcher is not None else 1,
             max_concurrent_trials=spec.max_concurrent or None,
             trial_name_creator=lambda tr: trial_label(tr.config),
