@@ -122,8 +122,7 @@ def run_trial(config: dict[str, Any]) -> None:
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not finished:
-            tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})  # the sweep says why
-            tracker.end_run(run_id, "KILLED")
+            end_stopped_run(tracker, run_id)
         raise
     except BaseException as exc:
         if finished:  # failed after its run was complete (e.g. the last report): the run stands
@@ -133,6 +132,14 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.log_text(run_id, traceback.format_exc(), "error.txt")
         tracker.end_run(run_id, "FAILED")
         raise
+
+
+def end_stopped_run(tracker: Tracker, run_id: str) -> None:
+    """End a run Ray stopped. The driver says why (early stop or interrupt); on a loaded machine
+    it may have said so before this thread got here, and its verdict is the one to keep."""
+    if STOPPED not in tracker.tags(run_id):
+        tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})
+    tracker.end_run(run_id, "KILLED")
 
 
 def attach_run(tracker: Tracker, trial, parent: str, sweep: str, space: dict | None = None) -> tuple[str, int]:

@@ -171,3 +171,39 @@ def test_each_stopping_rule_stops_a_trial_and_marks_its_run_killed(store, rule):
     assert [r for r in trials if r.info.status == "FINISHED"]  # the rest ran to the end
     if rule == "median":
         assert [float(r.data.params["lr"]) for r in stopped] == [1e-9]
+
+
+
+def _raw_late_write(tracker, run_id):  # a trial thread between reading the tags and writing
+    from kdtune.tracking.tags import STOPPED, STOPPED_BY_RAY
+    tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})
+    tracker.end_run(run_id, "KILLED")
+
+
+@pytest.mark.parametrize("writer, grace_s", [("end_stopped_run", 0.0), ("raw", 10.0)],
+                         ids=["the-trial-keeps-the-verdict", "the-driver-waits-for-the-trial"])
+def test_the_early_stop_verdict_survives_a_late_trial_thread(tmp_path, writer, grace_s):
+    """Ray Tune can return from `fit` while a stopped trial's thread still ends its run; on a
+    loaded machine that write came last and replaced the driver's "early stopped" verdict. Two
+    guards, each tested alone: the trial keeps a verdict already written, and the driver waits
+    for RUNNING trials to end before writing it."""
+    import threading
+    import time
+
+    from kdtune.sweep.outcome import SweepOutcome, settle_runs
+    from kdtune.trainable import end_stopped_run
+    from kdtune.tracking.runs import Tracker
+    from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, STOPPED
+
+    tracker = Tracker.open(f"sqlite:///{tmp_path / 'mlflow.db'}", "late")
+    parent = tracker.start_run("sweep", {})
+    child = tracker.start_run("trial", {CONFIG_HASH: "h1"}, parent=parent)
+    end = end_stopped_run if writer == "end_stopped_run" else _raw_late_write
+    thread = threading.Thread(target=lambda: (time.sleep(1.5), end(tracker, child)))
+    thread.start()
+    outcome = SweepOutcome(parent, tracker.experiment_id, tracker.uri)
+    settle_runs(tracker, parent, {"h1"}, outcome, early_stop=True, grace_s=grace_s)
+    thread.join()
+    run = tracker.client.get_run(child)
+    assert outcome.early_stopped == 1 and outcome.interrupted == 0
+    assert run.info.status == "KILLED" and run.data.tags[STOPPED] == EARLY_STOPPED

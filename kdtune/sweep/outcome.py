@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -28,7 +29,7 @@ class SweepOutcome:
 
 def settle_runs(
     tracker, parent: str, wanted: set[str], outcome: SweepOutcome, early_stop: bool, since_ms: int = 0,
-    unsuggested: int = 0,
+    unsuggested: int = 0, grace_s: float = 10.0,
 ) -> None:
     """Count how this run's trials ended; runs Ray stopped are KILLED with the reason, none left RUNNING.
 
@@ -38,8 +39,12 @@ def settle_runs(
     same stop as an early stop, so an interrupt is recognised here: a trial that never started, or
     (without a scheduler, the only other thing that stops trials) one Ray stopped.
     With a scheduler, an interrupted running trial cannot be told from an early-stopped one.
+    Ray Tune can return while a stopped trial's thread is still writing its run's end: with a
+    scheduler, wait up to `grace_s` for RUNNING runs to end, so the verdict is written last.
     """
     runs = [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
+    if early_stop:
+        runs = _after_trials_exit(tracker, parent, wanted, runs, grace_s)
     never_started = len(wanted - {r.data.tags.get(CONFIG_HASH) for r in runs}) + unsuggested
     stopped = [r for r in runs if r.info.status == "RUNNING" or (
         r.info.status == "KILLED" and r.info.start_time >= since_ms
@@ -60,6 +65,14 @@ def settle_runs(
         outcome.early_stopped = len(stopped)
     outcome.finished = sum(r.info.status == "FINISHED" for r in runs)
     outcome.failed = sum(r.info.status == "FAILED" for r in runs)
+
+
+def _after_trials_exit(tracker, parent: str, wanted: set[str], runs: list, grace_s: float) -> list:
+    deadline = time.monotonic() + grace_s
+    while any(r.info.status == "RUNNING" for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        runs = [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
+    return runs
 
 
 def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:

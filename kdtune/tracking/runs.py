@@ -109,6 +109,9 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def tags(self, run_id: str) -> dict[str, str]:
+        return self.client.get_run(run_id).data.tags
+
     def delete_tags(self, run_id: str, keys: Iterable[str]) -> None:
         client = self.client
         for key in keys:
