@@ -31,6 +31,7 @@ COMMANDS = {
     "preset": "build an offline model preset (tiny: tokenizer + small XLM-R + brief MLM; minilm: pretrained)",
     "sweep": "run a YAML sweep of trials with Ray Tune, tracked in MLflow",
     "report": "rebuild the paper's tables and figures from MLflow runs",
+    "best": "print the best trial of an experiment or sweep, and its config as a fixed: block",
     "bench": "measure training throughput, MFU, padding efficiency and sweep overhead",
 }
 

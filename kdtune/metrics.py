@@ -13,6 +13,12 @@ from typing import Any
 METRICS = ("macro_f1", "micro_f1")
 
 
+def reported_metric(metric: str) -> str:
+    """The result key a trial reports to Ray and the Tuner, schedulers and searchers compare: one
+    name, so they cannot drift apart (a trial that reports another name fails the whole sweep)."""
+    return f"val_{metric}"
+
+
 def scores(preds, golds, languages: list[str] | None = None) -> dict[str, Any]:
     """Macro-F1 and micro-F1 (= accuracy for single-label classes), plus both per language when
     languages are given: ``{"macro_f1", "micro_f1", "per_language": {lang: {...}}}``.

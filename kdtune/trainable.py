@@ -9,6 +9,7 @@ the trainable finds its own by content, so large models are not copied twice.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,21 +18,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from kdtune.config import make_trial
+from kdtune.config import make_trial, sampled_values, search_name, study_key
+from kdtune.metrics import reported_metric
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
-    ATTEMPTS, CONFIG_HASH, FAILURE, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, STOPPED, STOPPED_BY_RAY,
-    SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
+    ATTEMPTS, CONFIG_HASH, FAILURE, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE,
+    STOPPED, STOPPED_BY_RAY, STUDY, SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
 )
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
 DIVERGED = "diverged"  # the result key of a trial a non-finite loss ended
-
-
-def reported_metric(metric: str) -> str:
-    """The result key a trial reports to Ray and the Tuner's scheduler compares: one name, so
-    the two cannot drift apart (a trial that reports another name fails the whole sweep)."""
-    return f"val_{metric}"
+EVALS = "evals"  # the result key the schedulers count time in: evaluations so far
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -52,12 +49,13 @@ def run_trial(config: dict[str, Any]) -> None:
     tracker = Tracker(ctx["uri"], ctx["experiment_id"])
     store = Path(ctx["store"])
     ckpt_dir = store / "checkpoints" / trial.config_hash
-    run_id, attempt = attach_run(tracker, trial, ctx["parent"], ctx.get("sweep", ""))
+    run_id, attempt = attach_run(tracker, trial, ctx["parent"], ctx.get("sweep", ""), ctx.get("space"))
     node = {NODE_ID: ray.get_runtime_context().get_node_id(), NODE_IP: ray.util.get_node_ip_address()}
     tracker.set_tags(run_id, node)
     device = pick_device()
     started = time.time()
     finished = False
+    evals = [0]  # evaluations so far, counted on across a resume: the time the schedulers count in
     try:
         inject_fault(trial.run_name, attempt)
         teacher_dir = ensure_teacher(
@@ -69,6 +67,7 @@ def run_trial(config: dict[str, Any]) -> None:
         state = None
         if (ckpt_dir / "meta.json").is_file():
             state, _ = trial_lib.load_checkpoint(ckpt_dir, built)
+            evals[0] = len(state.history)
             tracker.set_tags(run_id, {RESUMED_FROM_STEP: state.step})
         tracker.log_dict(run_id, built.copy_report.to_dict(), "copy_report.json")
         s_cfg, t_cfg = built.student.config, built.teacher.config
@@ -93,8 +92,9 @@ def run_trial(config: dict[str, Any]) -> None:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
             # Only the trial's own metric goes to Ray: a scheduler set to another name then fails
             # loudly (Ray's strict metric check) instead of comparing the wrong F1.
+            evals[0] = len(st.history)
             report = {reported_metric(trial.metric): metrics[trial.metric], "metric": trial.metric,
-                      "best_val": st.best_score, "step": step, "node": node[NODE_IP]}
+                      "best_val": st.best_score, "step": step, "node": node[NODE_IP], EVALS: evals[0]}
             tune.report(report)
 
         outcome = trial_lib.run(built, device, Callbacks(on_log=on_log, on_eval=on_eval), state)
@@ -110,7 +110,7 @@ def run_trial(config: dict[str, Any]) -> None:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         best = outcome.best_val[trial.metric]
         tune.report({reported_metric(trial.metric): best, "metric": trial.metric, "best_val": best,
-                     "test": outcome.test[trial.metric], "step": outcome.steps})
+                     "test": outcome.test[trial.metric], "step": outcome.steps, EVALS: evals[0]})
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
         tracker.set_tags(run_id, {FAILURE: str(exc)})
@@ -118,12 +118,11 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.end_run(run_id, "FAILED")
         # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
         # its metric, as one that diverges before its first evaluation would: it scores nothing.
-        tune.report({reported_metric(trial.metric): 0.0, DIVERGED: 1})
+        tune.report({reported_metric(trial.metric): 0.0, DIVERGED: 1, EVALS: evals[0]})
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not finished:
-            tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})  # the sweep says why
-            tracker.end_run(run_id, "KILLED")
+            end_stopped_run(tracker, run_id)
         raise
     except BaseException as exc:
         if finished:  # failed after its run was complete (e.g. the last report): the run stands
@@ -135,10 +134,21 @@ def run_trial(config: dict[str, Any]) -> None:
         raise
 
 
-def attach_run(tracker: Tracker, trial, parent: str, sweep: str) -> tuple[str, int]:
+def end_stopped_run(tracker: Tracker, run_id: str) -> None:
+    """End a run Ray stopped. The driver says why (early stop or interrupt); on a loaded machine
+    it may have said so before this thread got here, and its verdict is the one to keep."""
+    if STOPPED not in tracker.tags(run_id):
+        tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})
+    tracker.end_run(run_id, "KILLED")
+
+
+def attach_run(tracker: Tracker, trial, parent: str, sweep: str, space: dict | None = None) -> tuple[str, int]:
     """The trial's child run: reuse the one an earlier attempt left unfinished, else create it.
 
-    A run `--force` superseded stays as it ended: the rerun gets a run of its own.
+    A run `--force` superseded stays as it ended: the rerun gets a run of its own. A reused run
+    runs again, so it is no longer stopped or interrupted (a paused and resumed HyperBand trial).
+    In a search (`space`: field -> distribution) the run is tagged with its sampled values and
+    the grid point they were sampled around.
     """
     runs = [
         r for r in tracker.trial_runs(parent)
@@ -148,8 +158,16 @@ def attach_run(tracker: Tracker, trial, parent: str, sweep: str) -> tuple[str, i
     run = max(runs, key=lambda r: r.info.start_time) if runs else None
     attempt = int(run.data.tags.get(ATTEMPTS, "0")) + 1 if run else 1
     tags = {KIND: "trial", SWEEP: sweep, CONFIG_HASH: trial.config_hash}
-    run_id = tracker.start_run(trial.run_name, tags, parent=parent, run_id=run.info.run_id if run else None)
-    tracker.set_tags(run_id, {ATTEMPTS: attempt, TEACHER_KEY: trial.teacher_key})
+    name = search_name(trial, list(space or []))
+    run_id = tracker.start_run(name, tags, parent=parent, run_id=run.info.run_id if run else None)
+    more = {ATTEMPTS: attempt, TEACHER_KEY: trial.teacher_key}
+    if space:
+        keys = list(space)
+        more.update({SAMPLED: json.dumps(sampled_values(trial, keys)), STUDY: study_key(trial, keys),
+                     SPACE: json.dumps(space)})
+    tracker.set_tags(run_id, more)
+    if run is not None:
+        tracker.delete_tags(run_id, [k for k in (STOPPED, INTERRUPTED) if k in run.data.tags])
     tracker.log_params(run_id, trial.to_dict())
     return run_id, attempt
 

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 PAPER_COUNTS = {"table2": 72, "table3": 72, "table4": 18, "table5": 2, "fig2": 45,
                 "tiny-table2": 36, "tiny-table3": 36, "tiny-table5": 2, "tiny-fig2": 27,
                 "minilm-table2": 72, "minilm-table3": 72, "minilm-table4": 18, "minilm-table5": 2,
-                "minilm-fig2": 27, "demo": 6}
+                "minilm-fig2": 27, "demo": 6,
+                "search-demo": 10, "table2-kd-weights": 60}  # searches: num_samples x grid points
 
 
 def test_every_sweep_file_is_checked_here():
@@ -34,9 +35,15 @@ def test_paper_sweeps_expand_to_the_papers_trial_counts(name, count, capsys):
     assert main(["sweep", str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"sweep {name}: {count} trials")
-    # one line per trial, each with a distinct hash
+    # one line per trial, each with a distinct hash; an Optuna search: one line per grid point
+    # (its study), whose trials TPE suggests as it runs
     hashes = [line.split()[1] for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert len(hashes) == count == len(set(hashes))
+    studies = [line.split()[4] for line in out.splitlines() if line.startswith("  grid point ")]
+    if "suggested by TPE" in out:
+        samples = int(out.split("search: optuna, ")[1].split(" samples")[0])
+        assert not hashes and len(studies) * samples == count and len(set(studies)) == len(studies)
+    else:
+        assert len(hashes) == count == len(set(hashes))
 
 
 def test_table2_grid_is_the_cross_product_with_dataset_overrides():
@@ -123,7 +130,9 @@ def test_languages_field_narrows_the_data_and_keeps_old_hashes(tmp_path):
     sub = make_trial({"dataset": "massive", "seed": 2, "languages": ["en-US", "de-DE"]})
     assert sub.languages == "en-US,de-DE"  # a YAML list becomes a readable comma list
     # Trials from before the field existed keep their hash: the hash of the same dict without it.
-    unhashed = ("data_dir", "save_model", "compile", "teacher_cache", "languages")
+    # (the teacher_* overrides came later still: at their default None they stay out too)
+    later = ("languages", "teacher_weight_decay", "teacher_warmup_ratio", "teacher_max_grad_norm")
+    unhashed = ("data_dir", "save_model", "compile", "teacher_cache", *later)
     legacy = {k: v for k, v in base.to_dict().items() if k not in unhashed}
     assert same.config_hash == base.config_hash == stable_hash(legacy)
     assert sub.config_hash != base.config_hash

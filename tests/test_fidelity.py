@@ -200,7 +200,8 @@ def _changed(field: str):
         return "scores"
     if default is None:
         return {"layers": 3, "hidden": 384, "max_steps": 5, "teacher_max_steps": 5,
-                "hidden_dropout": 0.0, "attention_dropout": 0.0}[field]
+                "hidden_dropout": 0.0, "attention_dropout": 0.0, "teacher_weight_decay": 0.01,
+                "teacher_warmup_ratio": 0.1, "teacher_max_grad_norm": 0.5}[field]
     return other[type(default)](default)
 
 
@@ -208,7 +209,8 @@ def _changed(field: str):
 def test_every_field_teacher_fine_tuning_reads_changes_the_teacher_key(field):
     """A field added to TrialConfig must be classified here: student-only, or in the teacher key."""
     assert field in STUDENT_ONLY | NOT_HASHED or field in {"teacher_" + f for f in ("epochs", "max_steps", "lr",
-                                                          "batch_size", "eval_steps", "seeds", "partition")} | {
+                                                          "batch_size", "eval_steps", "seeds", "partition",
+                                                          "weight_decay", "warmup_ratio", "max_grad_norm")} | {
         "dataset", "languages", "max_length", "group_by_length", "base_model", "weight_decay", "warmup_ratio",
         "max_grad_norm", "metric", "precision"}, f"classify the new field {field!r}"
     # train_partition is also the teacher's languages while teacher_partition is unset: pin that
@@ -245,6 +247,21 @@ def test_teacher_spec_is_what_the_key_hashes():
                                           ("metric", "micro_f1"), ("hidden_dropout", 0.0), ("attention_dropout", 0.0)])
 def test_each_new_setting_changes_the_config_hash(field, value):
     assert make_trial({field: value}).config_hash != make_trial({}).config_hash
+
+
+def test_teacher_overrides_leave_the_student_and_old_keys_alone():
+    """teacher_warmup_ratio & co. set the teacher's value only; at their default (None) the teacher
+    follows the student's value, so every earlier hash and teacher key holds."""
+    base = make_trial({"warmup_ratio": 0.1})
+    assert make_trial({"warmup_ratio": 0.1, "teacher_warmup_ratio": None}).config_hash == base.config_hash
+    # a student tuned on warm-up keeps the teacher of a fixed teacher_warmup_ratio
+    pinned = [make_trial({"warmup_ratio": w, "teacher_warmup_ratio": 0.1}) for w in (0.0, 0.05, 0.2)]
+    assert {t.teacher_key for t in pinned} == {base.teacher_key}
+    assert len({t.config_hash for t in pinned}) == 3
+    for key, value in (("teacher_weight_decay", 0.01), ("teacher_max_grad_norm", 0.5)):
+        student_key = key[len("teacher_"):]
+        assert make_trial({key: value}).teacher_key == make_trial({student_key: value}).teacher_key
+        assert make_trial({key: value}).teacher_spec().__getattribute__(student_key) == value
 
 
 def test_compile_and_where_the_data_lives_do_not_change_the_hash():

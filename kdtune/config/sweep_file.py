@@ -10,10 +10,21 @@ with one line naming the file, the key path and what is allowed.
     fixed: {base_model: xlm-roberta-base, epochs: 30}
     grid: {dataset: [massive, tsm], init: [teacher, base, scratch], kd: [false, true]}
     overrides: [{match: {dataset: tsm}, set: {eval_steps: 500}}]
+    space: {lr: {loguniform: [1.0e-5, 1.0e-3]}}   # sampled fields (kdtune/config/space.py)
+    search: {algorithm: optuna, num_samples: 20, seed: 0}
     resources: {cpu: 4, gpu: 1}
     max_concurrent: 4
     scheduler: {type: asha, grace_period: 2}
     max_failures: 1
+
+`fixed:` values apply to every trial; `grid:` axes are crossed (their cartesian product); each
+`overrides:` entry sets values where `match` holds, in file order. `space:` maps trial fields to
+distributions (`loguniform`, `uniform`, `quniform`, `randint`, `choice`) and `search:` says how to
+draw them (`algorithm` random or optuna, `num_samples` per grid point, `seed`, `startup_trials`):
+see `kdtune.config.space`. A field is in at most one of grid and space, and overrides neither
+match nor set a sampled field.
+
+`scheduler:` stops hopeless trials early: see `kdtune.config.scheduler`.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ from typing import Any
 import yaml
 
 from kdtune.config.checks import check_keys, did_you_mean
+from kdtune.config.scheduler import Scheduler, parse_scheduler
+from kdtune.config.space import Search, draws, parse_search, probes, with_sample
 from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, default_of, make_trial
 from kdtune.errors import UsageError
 from kdtune.metrics import METRICS
@@ -38,19 +51,11 @@ class Resources:
 
 
 @dataclass
-class Scheduler:
-    type: str = "asha"
-    grace_period: int = 1  # in evaluation reports
-    reduction_factor: float = 3
-    max_t: int = 100
-
-
-@dataclass
 class SweepSpec:
     name: str
     source: str  # the YAML text as given, logged as an artifact
     path: str
-    trials: list[TrialConfig]
+    trials: list[TrialConfig]  # known before running: the grid, or its random draws (none for optuna)
     experiment: str
     tracking_uri: str | None = None
     storage: str | None = None
@@ -60,17 +65,43 @@ class SweepSpec:
     max_failures: int = 0
     description: str = ""
     overrides_applied: list[str] = field(default_factory=list)
+    search: Search | None = None
+    points: list[TrialConfig] = field(default_factory=list)  # grid points (a search samples around them)
+    probes: list[TrialConfig] = field(default_factory=list)  # each point at the extremes of the space
+    sampled_teacher: bool = False  # a sampled field changes the teacher: each trial may need its own
 
     @property
     def metric(self) -> str:
         """The validation metric the sweep compares trials on (one per sweep; `parse_sweep`)."""
-        return self.trials[0].metric if self.trials else METRICS[0]
+        return (self.trials or self.points)[0].metric if (self.trials or self.points) else METRICS[0]
+
+    @property
+    def optuna(self) -> bool:
+        return self.search is not None and self.search.algorithm == "optuna"
+
+    @property
+    def planned(self) -> int:
+        """How many trials the sweep runs in all: the grid, or num_samples per grid point."""
+        return len(self.points) * self.search.num_samples if self.optuna else len(self.trials)
+
+    @property
+    def varying(self) -> list[str]:
+        """The fields that differ between trials: grid axes (as expanded) and sampled fields."""
+        keys = [k for k in TRIAL_FIELDS if len({repr(getattr(p, k)) for p in self.points}) > 1]
+        return keys + [k for k in (self.search.keys if self.search else []) if k not in keys]
+
+    @property
+    def checked(self) -> list[TrialConfig]:
+        """What preflight checks: every known trial and every probe of the space."""
+        return list({t.config_hash: t for t in [*self.trials, *self.probes]}.values())
 
     @property
     def teacher_trials(self) -> dict[str, TrialConfig]:
-        """One representative trial per distinct teacher the grid needs."""
+        """One representative trial per distinct teacher the sweep needs and knows before it runs
+        (none for an optuna search whose sampled fields change the teacher: trials train their own)."""
         out: dict[str, TrialConfig] = {}
-        for t in self.trials:
+        source = self.trials if not self.optuna else [] if self.sampled_teacher else self.points
+        for t in source:
             out.setdefault(t.teacher_key, t)
         return out
 
@@ -87,10 +118,12 @@ SWEEP_KEYS = {
     "max_concurrent": int,
     "scheduler": (dict, type(None)),
     "max_failures": int,
+    "space": (dict, type(None)),
+    "search": (dict, type(None)),
 }
 TRACKING_KEYS = {"uri": (str, type(None)), "experiment": str}
 RESOURCE_KEYS = {"cpu": (int, float), "gpu": (int, float)}
-SCHEDULER_KEYS = {"type": str, "grace_period": int, "reduction_factor": (int, float), "max_t": int}
+
 
 
 def load_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> SweepSpec:
@@ -144,13 +177,7 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
     res = Resources(**resources)
     if res.cpu <= 0 or res.gpu < 0:
         raise UsageError(f"{path}: resources: cpu must be > 0 and gpu >= 0, got {resources}")
-    sched = raw.get("scheduler")
-    scheduler = None
-    if sched:
-        check_keys(sched, SCHEDULER_KEYS, path, "scheduler.")
-        scheduler = Scheduler(**sched)
-        if scheduler.type != "asha":
-            raise UsageError(f"{path}: scheduler.type: {scheduler.type!r} not supported; allowed: asha")
+    scheduler = parse_scheduler(raw.get("scheduler"), path)
     fixed = raw.get("fixed") or {}
     grid = raw.get("grid") or {}
     overrides = raw.get("overrides") or []
@@ -165,8 +192,16 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
         check_trial_keys(ov["match"], path, f"overrides[{i}].match.")
         check_trial_keys(ov["set"], path, f"overrides[{i}].set.")
 
-    trials = expand_grid(fixed, grid, overrides, path)
-    metrics = sorted({t.metric for t in trials})
+    search = parse_search(raw.get("space"), raw.get("search"), grid, overrides, path)
+    points = expand_grid(fixed, grid, overrides, path)
+    trials, probed, sampled_teacher = points, [], False
+    if search is not None:
+        for point in points:
+            mine = probes(search, point, path)
+            probed += mine
+            sampled_teacher |= len({p.teacher_key for p in mine}) > 1
+        trials = [] if search.algorithm == "optuna" else sample_grid(search, points, path)
+    metrics = sorted({t.metric for t in points})
     if len(metrics) > 1:
         raise UsageError(f"{path}: metric: one sweep compares its trials on one metric (early stopping, the summary); "
                          f"this grid sets {' and '.join(metrics)}: split it into one sweep per metric")
@@ -174,6 +209,12 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
     max_failures = raw.get("max_failures", 0)
     if max_concurrent < 0 or max_failures < 0:
         raise UsageError(f"{path}: max_concurrent and max_failures must be >= 0")
+    if scheduler and scheduler.type == "hyperband" and (max_concurrent or (search and search.algorithm == "optuna")):
+        # HyperBand fills its brackets with the trials Ray has created; under max_concurrent (or a
+        # searcher) Ray creates them one at a time, each bracket holds one trial and none is stopped
+        raise UsageError(f"{path}: scheduler.type: hyperband needs every trial created up front: a grid or "
+                         f"random search with max_concurrent: 0 (resources: bound how many run at once)"
+                         f"{'; use asha or median with optuna' if search and search.algorithm == 'optuna' else ''}")
     return SweepSpec(
         name=str(name),
         source=text,
@@ -187,7 +228,22 @@ def parse_sweep(raw: dict, text: str = "", path: str = "<sweep>") -> SweepSpec:
         scheduler=scheduler,
         max_failures=max_failures,
         description=raw.get("description", ""),
+        search=search,
+        points=points,
+        probes=probed,
+        sampled_teacher=sampled_teacher,
     )
+
+
+def sample_grid(search: Search, points: list[TrialConfig], path: str) -> list[TrialConfig]:
+    """Random search: every grid point crossed with the same `num_samples` seeded draws, draw-major
+    (draw 1 at every point, then draw 2, ...); draws that collapse into one config run once."""
+    out: dict[str, TrialConfig] = {}
+    for sample in draws(search):
+        for point in points:
+            trial = with_sample(point, sample, path)
+            out.setdefault(trial.config_hash, trial)
+    return list(out.values())
 
 
 def expand_grid(fixed: dict, grid: dict, overrides: list, path: str) -> list[TrialConfig]:

@@ -86,6 +86,10 @@ class TrialConfig:
     teacher_batch_size: int = 8
     teacher_eval_steps: int = 5000
     teacher_seeds: tuple[int, ...] = (1,)
+    # None: the student's value. Set them to tune the student's without a new teacher per value.
+    teacher_weight_decay: float | None = None
+    teacher_warmup_ratio: float | None = None
+    teacher_max_grad_norm: float | None = None
     # outputs
     save_model: bool = False
 
@@ -100,9 +104,13 @@ class TrialConfig:
                 d[k] = list(v)
         return d
 
+    def hashed_fields(self) -> dict[str, Any]:
+        """What the config hash hashes: every field that can change a result."""
+        return {k: v for k, v in self.to_dict().items() if k not in UNHASHED and not _new_default(k, v)}
+
     @property
     def config_hash(self) -> str:
-        return stable_hash({k: v for k, v in self.to_dict().items() if k not in UNHASHED and not _new_default(k, v)})
+        return stable_hash(self.hashed_fields())
 
     @property
     def teacher_key(self) -> str:
@@ -116,8 +124,10 @@ class TrialConfig:
             group_by_length=self.group_by_length, base_model=self.base_model,
             epochs=self.teacher_epochs, max_steps=self.teacher_max_steps, lr=self.teacher_lr,
             batch_size=self.teacher_batch_size, eval_steps=self.teacher_eval_steps,
-            seeds=self.teacher_seeds, weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
-            max_grad_norm=self.max_grad_norm, metric=self.metric, precision=self.precision,
+            seeds=self.teacher_seeds, weight_decay=_either(self.teacher_weight_decay, self.weight_decay),
+            warmup_ratio=_either(self.teacher_warmup_ratio, self.warmup_ratio),
+            max_grad_norm=_either(self.teacher_max_grad_norm, self.max_grad_norm), metric=self.metric,
+            precision=self.precision,
             log_steps=self.log_steps,
         )
 
@@ -140,7 +150,12 @@ class TrialConfig:
 UNHASHED = frozenset({"data_dir", "save_model", "compile", "teacher_cache"})  # where and how fast, not what
 # Fields added after stores existed: at their default they stay out of the hash, so every trial
 # run before they existed keeps its hash (and is still found as FINISHED).
-ADDED_LATER = {"languages": "all"}
+ADDED_LATER = {"languages": "all", "teacher_weight_decay": None, "teacher_warmup_ratio": None,
+               "teacher_max_grad_norm": None}
+
+
+def _either(value, fallback):
+    return fallback if value is None else value
 
 
 def _new_default(key: str, value: Any) -> bool:
@@ -299,10 +314,14 @@ def validate_trial(t: TrialConfig, path: str, prefix=lambda key: "") -> None:
             raise bad(key, f"must be > 0, got {value}")
     if t.lr <= 0 or t.teacher_lr <= 0:
         raise bad("lr", "learning rates must be > 0")
-    if not 0 <= t.warmup_ratio < 1:
-        raise bad("warmup_ratio", f"{t.warmup_ratio} out of range; allowed: 0 <= warmup_ratio < 1")
-    if t.max_grad_norm < 0:
-        raise bad("max_grad_norm", f"{t.max_grad_norm} out of range; allowed: >= 0 (0 = no clipping)")
+    for key in ("warmup_ratio", "teacher_warmup_ratio"):
+        value = getattr(t, key)
+        if value is not None and not 0 <= value < 1:
+            raise bad(key, f"{value} out of range; allowed: 0 <= {key} < 1")
+    for key in ("max_grad_norm", "teacher_max_grad_norm", "weight_decay", "teacher_weight_decay"):
+        value = getattr(t, key)
+        if value is not None and value < 0:
+            raise bad(key, f"{value} out of range; allowed: >= 0" + (" (0 = no clipping)" if "norm" in key else ""))
     for key in ("hidden_dropout", "attention_dropout"):
         value = getattr(t, key)
         if value is not None and not 0 <= value < 1:

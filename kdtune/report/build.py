@@ -7,7 +7,8 @@ so this module never talks to MLflow itself and is testable on plain records.
 Files (only those of the requested formats; earlier report files of these names in the folder
 are removed first so a stale figure is never shipped):
   report.md, table2.csv ... table5.csv, figure2.csv, figure2.png, figure3.png,
-  languages_<dataset>.csv, languages_<dataset>.png, runs.csv (every FINISHED trial, both F1s)
+  languages_<dataset>.csv, languages_<dataset>.png, runs.csv (every FINISHED trial, both F1s),
+  and for each sweep that sampled fields: search_<sweep>.csv and .png (kdtune/report/search.py)
 
 Every table, figure and language table compares one `metric` (`macro_f1`, the default, or
 `micro_f1`; `kdtune report --metric`); runs.csv holds both for every run and seed.
@@ -22,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtune.report import figures, render
+from kdtune.report import figures, render, search
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
 from kdtune.metrics import METRICS
 from kdtune.report.records import LEGACY_NAMES, USED_STATUS, init_label, project
@@ -30,7 +31,8 @@ from kdtune.report.tables import Table, all_tables
 from kdtune.tracking.query import TrialRecord
 
 FORMATS = ("md", "csv", "png")
-OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv")
+OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv",
+             "search_*.csv", "search_*.png")
 METRIC_WORDS = {"macro_f1": "macro-F1", "micro_f1": "micro-F1 (= accuracy)"}
 FIGURE_CONTEXT = "KD; train, test and teacher data: all languages; full-width students"
 INTRO = (
@@ -136,8 +138,19 @@ def build_report(
         if used:
             result.files.append(_write_runs_csv(used, out / "runs.csv"))
 
+    searched = []  # (group, png, csv) of each sweep that sampled fields
+    for group in search.search_groups(used, metric):
+        png = search.draw(group, out / f"search_{group.safe}.png") if want_png else None
+        table = search.write_csv(group, out / f"search_{group.safe}.csv") if "csv" in formats else None
+        result.files += [p for p in (png, table) if p]
+        searched.append((group, png, table))
+
     if "md" in formats:
         text = _markdown(result, used, fig2_data, fig3_groups, fig_paths, experiments or [], tracking_uri, formats)
+        if searched:
+            head, warn, tail = text.partition("## Warnings")
+            text = head.rstrip() + "\n\n" + "\n".join(line for g in searched for line in search.section(*g)) + \
+                ("\n" + warn + tail if warn else "")
         path = out / "report.md"
         path.write_text(text, encoding="utf-8")
         result.files.insert(0, path)

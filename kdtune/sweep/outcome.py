@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kdtune.config import SweepSpec, TrialConfig
-from kdtune.tracking.tags import CONFIG_HASH, INTERRUPTED, STOPPED, STOPPED_BY_RAY, SUPERSEDED
+from kdtune.config import SweepSpec
+from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, INTERRUPTED, STOPPED, STOPPED_BY_RAY, SUPERSEDED
 
 
 @dataclass
@@ -27,18 +28,24 @@ class SweepOutcome:
 
 
 def settle_runs(
-    tracker, parent: str, todo: list[TrialConfig], outcome: SweepOutcome, early_stop: bool, since_ms: int = 0
+    tracker, parent: str, wanted: set[str], outcome: SweepOutcome, early_stop: bool, since_ms: int = 0,
+    unsuggested: int = 0, grace_s: float = 10.0,
 ) -> None:
     """Count how this run's trials ended; runs Ray stopped are KILLED with the reason, none left RUNNING.
 
+    `wanted`: the config hashes this run set out to run; `unsuggested`: trials a search still owed
+    when Ray Tune returned (a sign of an interrupt, as a wanted trial that never started).
     Ray Tune catches Ctrl-C (SIGINT) itself and returns from `fit` as if done, and a trial sees the
-    same stop as an early stop, so an interrupt is recognised here: a trial of the grid that never
-    started, or (without a scheduler, the only other thing that stops trials) one Ray stopped.
-    With ASHA, an interrupted running trial cannot be told from an early-stopped one.
+    same stop as an early stop, so an interrupt is recognised here: a trial that never started, or
+    (without a scheduler, the only other thing that stops trials) one Ray stopped.
+    With a scheduler, an interrupted running trial cannot be told from an early-stopped one.
+    Ray Tune can return while a stopped trial's thread is still writing its run's end: with a
+    scheduler, wait up to `grace_s` for RUNNING runs to end, so the verdict is written last.
     """
-    wanted = {t.config_hash for t in todo}
     runs = [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
-    never_started = wanted - {r.data.tags.get(CONFIG_HASH) for r in runs}
+    if early_stop:
+        runs = _after_trials_exit(tracker, parent, wanted, runs, grace_s)
+    never_started = len(wanted - {r.data.tags.get(CONFIG_HASH) for r in runs}) + unsuggested
     stopped = [r for r in runs if r.info.status == "RUNNING" or (
         r.info.status == "KILLED" and r.info.start_time >= since_ms
         and r.data.tags.get(STOPPED, "").startswith(STOPPED_BY_RAY))]
@@ -48,26 +55,35 @@ def settle_runs(
             # Its own tag: the trial's process may still be writing `kdtune.stopped` as it exits.
             tags = {INTERRUPTED: "the next run of the sweep resumes it from its checkpoint"}
         else:
-            tags = {STOPPED: "early stopped by the scheduler" if early_stop else STOPPED_BY_RAY}
+            tags = {STOPPED: EARLY_STOPPED if early_stop else STOPPED_BY_RAY}
         tracker.set_tags(run.info.run_id, tags)
         if run.info.status == "RUNNING":
             tracker.end_run(run.info.run_id, "KILLED")
     if interrupted:
-        outcome.interrupted = len(stopped) + len(never_started)
+        outcome.interrupted = len(stopped) + never_started
     else:
         outcome.early_stopped = len(stopped)
     outcome.finished = sum(r.info.status == "FINISHED" for r in runs)
     outcome.failed = sum(r.info.status == "FAILED" for r in runs)
 
 
+def _after_trials_exit(tracker, parent: str, wanted: set[str], runs: list, grace_s: float) -> list:
+    deadline = time.monotonic() + grace_s
+    while any(r.info.status == "RUNNING" for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        runs = [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
+    return runs
+
+
 def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
     runs = sorted(tracker.trial_runs(parent), key=lambda r: r.info.run_name or "")
     metric = spec.metric
-    say(f"\n{'run':58s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s}")
+    w = min(110, max([58] + [len(r.info.run_name or "") for r in runs]))  # a search's names carry its values
+    say(f"\n{'run':{w}s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s}")
     for r in runs:
         if r.data.tags.get(SUPERSEDED):
             continue
         m = r.data.metrics
         val = f"{m[f'best_val_{metric}']:.4f}" if f"best_val_{metric}" in m else "-"
         test = f"{m[f'test_{metric}']:.4f}" if f"test_{metric}" in m else "-"
-        say(f"{(r.info.run_name or '')[:58]:58s} {r.info.status:9s} {val:>12s} {test:>13s}")
+        say(f"{(r.info.run_name or '')[:w]:{w}s} {r.info.status:9s} {val:>12s} {test:>13s}")

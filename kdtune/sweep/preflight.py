@@ -28,7 +28,7 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
         raise UsageError(f"{where}: storage: {store} is not writable")
     check_ray_address(address or os.environ.get("RAY_ADDRESS"))
     check_cluster_fits(spec, address, store)  # early: locally it needs no heavy imports
-    for t in spec.trials:
+    for t in spec.checked:  # every known trial, and a search's space at its extremes
         if t.data_dir is not None and not Path(expand(t.data_dir)).is_dir():
             raise UsageError(f"{where}: data_dir: {t.data_dir} is not a folder")
         for key in ("languages", "train_partition", "eval_partition", "teacher_partition"):
@@ -39,7 +39,7 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
                 data.languages(t.dataset, value, None if key == "languages" else t.languages)
             except UsageError as exc:
                 raise UsageError(f"{where}: {key}: {exc}") from None
-    for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials}.values():
+    for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.checked}.values():
         check_student_shape(t, where)
     check_reachable(tracking_uri)  # a network round trip for a server
     fetch_hub_models(spec, where)  # last: may download a model (once, into the Hugging Face cache)
@@ -68,10 +68,10 @@ def fetch_hub_models(spec: SweepSpec, where: str) -> None:
     from kdtune.models.resolve import fetch_base_model, is_hub_name
 
     fetched = set()
-    for name in sorted({t.base_model for t in spec.trials if is_hub_name(t.base_model)}):
+    for name in sorted({t.base_model for t in spec.checked if is_hub_name(t.base_model)}):
         fetch_base_model(name, where)
         fetched.add(name)
-    for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.trials
+    for t in {(t.base_model, t.layers, t.hidden, t.head_mode, t.layer_map): t for t in spec.checked
               if t.base_model in fetched}.values():
         check_student_shape(t, where)
 

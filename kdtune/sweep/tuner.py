@@ -1,8 +1,11 @@
-"""The trial stage: start (or join) Ray, run the remaining trials as a Ray Tune grid, one line per event.
+"""The trial stage: start (or join) Ray, run the remaining trials with Ray Tune, one line per event.
 
-Resources per trial, `max_concurrent`, optional ASHA early stopping on validation F1 and
-`max_failures` retries come from the sweep file. How each trial ended is read back from MLflow
-afterwards (`kdtune.sweep.outcome`), not from Ray's results.
+The trials are a grid (a grid sweep, or a random search's pre-drawn trials) or come from a
+searcher (`kdtune.sweep.search`, Optuna). Resources per trial, `max_concurrent`, an optional
+early-stopping scheduler on the validation metric (ASHA, HyperBand or the median rule, counting
+time in evaluations) and `max_failures` retries come from the sweep file. How each trial ended is
+read back from MLflow afterwards (`kdtune.sweep.outcome`), not from Ray's results; the parent
+run's best trial and summary are updated as trials end (`kdtune.sweep.best`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Callable
 
 from ray.tune import Callback
 
-from kdtune.config import SweepSpec, TrialConfig, make_trial
+from kdtune.config import Scheduler, SweepSpec, TrialConfig, make_trial, search_name
 from kdtune.errors import UsageError
-from kdtune.trainable import DIVERGED, reported_metric, run_trial
+from kdtune.metrics import reported_metric
+from kdtune.trainable import DIVERGED, EVALS, run_trial
 
 
 def init_ray(address: str | None, store: Path) -> None:
@@ -53,23 +57,41 @@ def _init(address: str | None) -> None:
                  object_store_memory=256 * 1024**2, configure_logging=False)
 
 
-def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, store: Path, say: Callable):
+def make_scheduler(s: Scheduler | None):
+    """Ray's scheduler for the sweep's `scheduler:` (metric and mode come from the TuneConfig)."""
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
+
+    if s is None:
+        return None
+    kinds = {"asha": ASHAScheduler, "hyperband": HyperBandScheduler, "median": MedianStoppingRule}
+    extra = {}
+    if s.type == "median":  # never yield a trial for lack of samples: a paused trial restarts its process
+        extra["min_time_slice"] = float("inf")
+    if s.type == "hyperband":  # max_t shapes the brackets; a trial that survives them runs its schedule out
+        extra["stop_last_trials"] = False
+    return kinds[s.type](time_attr=EVALS, **s.options(), **extra)
+
+
+def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, store: Path, say: Callable,
+              searcher=None, samples: int = 0):
+    """Run `todo` as a grid, or, with `searcher` (a Ray Searcher), `samples` trials it suggests."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     ctx = {"uri": tracker.uri, "experiment_id": tracker.experiment_id, "parent": parent,
-           "store": str(store), "cpus": spec.resources.cpu, "sweep": spec.name}
-    scheduler = None
-    if spec.scheduler:
-        s = spec.scheduler
-        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period,
-                                  reduction_factor=s.reduction_factor, max_t=s.max_t)
+           "store": str(store), "cpus": spec.resources.cpu, "sweep": spec.name,
+           "space": spec.search.space_yaml() if spec.search else None}
+    if searcher is None:
+        param_space = {"trial": tune.grid_search([t.to_dict() for t in todo]), "ctx": ctx}
+        total = len(todo)
+    else:
+        param_space, total = {"ctx": ctx}, samples
     trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search([t.to_dict() for t in todo]), "ctx": ctx},
+        param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=reported_metric(spec.metric), mode="max", scheduler=scheduler, reuse_actors=True,
+            metric=reported_metric(spec.metric), mode="max", scheduler=make_scheduler(spec.scheduler), reuse_actors=True,
+            search_alg=searcher, num_samples=samples if searcher is not None else 1,
             max_concurrent_trials=spec.max_concurrent or None,
             trial_name_creator=lambda tr: trial_label(tr.config),
             trial_dirname_creator=lambda tr: trial_label(tr.config).replace("/", "_"),
@@ -78,11 +100,32 @@ def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, st
             name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(store / "ray"),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[ProgressLines(say, len(todo), wait_watch(spec, say))],
+            callbacks=[ProgressLines(say, total, wait_watch(spec, say)), BestOnParent(tracker, parent, spec)],
             verbose=0,
         ),
     )
     return tuner.fit()
+
+
+class BestOnParent(Callback):
+    """The parent run's best trial and summary, updated whenever a trial ends (`kdtune.sweep.best`)."""
+
+    def __init__(self, tracker, parent: str, spec: SweepSpec):
+        self.tracker, self.parent, self.spec = tracker, parent, spec
+
+    def _update(self) -> None:
+        from kdtune.sweep.best import update_parent
+
+        try:
+            update_parent(self.tracker, self.parent, self.spec)
+        except Exception:  # noqa: BLE001 - a busy store: the next trial's end (or the sweep's) writes it
+            pass
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._update()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._update()
 
 
 def wait_watch(spec: SweepSpec, say: Callable):
@@ -95,7 +138,7 @@ def wait_watch(spec: SweepSpec, say: Callable):
 
 
 def trial_label(config: dict) -> str:
-    return make_trial(config["trial"]).run_name
+    return search_name(make_trial(config["trial"]), list(config.get("ctx", {}).get("space") or []))
 
 
 class ProgressLines(Callback):

@@ -47,6 +47,7 @@ class TrialRecord:
     start_time: int = 0  # ms since the epoch, MLflow's convention
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # kdtune's and MLflow's, as logged
 
 
 @contextmanager
@@ -133,6 +134,7 @@ def _record(run, experiment_name: str) -> TrialRecord:
         start_time=int(run.info.start_time or 0),
         params=dict(run.data.params),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
+        tags=dict(tags),
     )
 
 

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from kdtune.tracking.store import default_artifact_location, default_tracking_uri, sqlite_path  # noqa: E402
 from kdtune.tracking.tags import (  # noqa: E402, F401 - tag names, importable from here too
-    ATTEMPTS, CONFIG_HASH, INTERRUPTED, KIND, PARENT_RUN, STOPPED_BY_RAY, SWEEP,
+    ATTEMPTS, CONFIG_HASH, EXPERIMENT_KIND, INTERRUPTED, KIND, PARENT_RUN, STOPPED_BY_RAY, SWEEP, TRAINING_KIND,
 )
 
 MAX_PARAM_LEN = 6000
@@ -55,6 +55,8 @@ class Tracker:
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp.experiment_id)
             exp_id = exp.experiment_id
+        if exp is None or EXPERIMENT_KIND not in exp.tags:  # MLflow 3's UI: open on the training runs
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND, TRAINING_KIND)
         return cls(uri, exp_id)
 
     @property
@@ -106,6 +108,9 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def tags(self, run_id: str) -> dict[str, str]:
+        return self.client.get_run(run_id).data.tags
 
     def delete_tags(self, run_id: str, keys: Iterable[str]) -> None:
         client = self.client

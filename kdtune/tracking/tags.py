@@ -7,6 +7,9 @@ mlflow. Run schema: see `kdtune.tracking`.
 # MLflow's own tags
 PARENT_RUN = "mlflow.parentRunId"  # a trial run's sweep (parent) run
 RUN_NAME = "mlflow.runName"
+NOTE = "mlflow.note.content"  # a run's description (markdown), shown by MLflow's UI
+EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag: which view MLflow 3's UI opens on
+TRAINING_KIND = "custom_model_development"  # ... the training runs view ("Machine learning")
 
 # What a run is
 KIND = "kdtune.kind"  # sweep | teacher | trial
@@ -27,6 +30,15 @@ ORPHANED = "kdtune.orphaned"  # left RUNNING by a driver that died; the next dri
 SUPERSEDED = "kdtune.superseded"  # a FINISHED run that --force replaced
 TEACHER_CACHE = "kdtune.teacher_cache"  # KD trials: built, reused, off or "skipped: why" (kdtune.teacher_cache)
 
+# Searches (space:/search:): on trial runs
+SAMPLED = "kdtune.sampled"  # JSON {field: value} of the trial's sampled fields
+STUDY = "kdtune.study"  # the grid point it was sampled around (kdtune.config.space.study_key)
+SPACE = "kdtune.space"  # JSON {field: {distribution: [args]}} of the sweep's space
+
+# The sweep (parent) run's result so far, updated as trials end
+BEST_RUN = "kdtune.best_run"  # the best trial's run id; its config as `best.<field>` tags
+BEST_PREFIX = "best."
+
 # The sweep (parent) run's driver lease: see `kdtune.sweep.lease`
 DRIVER_HOST = "kdtune.driver.host"
 DRIVER_PID = "kdtune.driver.pid"
@@ -34,3 +46,4 @@ DRIVER_HEARTBEAT = "kdtune.driver.heartbeat"  # seconds since the epoch, refresh
 
 # The `kdtune.stopped` value of a trial Ray stopped; the sweep refines it (early stop or interrupt).
 STOPPED_BY_RAY = "stopped by Ray Tune (an early stop, or the sweep was interrupted)"
+EARLY_STOPPED = "early stopped by the scheduler"

@@ -1,0 +1,51 @@
+"""A trial's config back from its MLflow params (strings, as `kdtune.tracking` logs them).
+
+`values_from_params` parses each trial field's string by the field's type; `make_trial` on the
+result gives the TrialConfig the run ran (its config hash matches the run's `kdtune.config_hash`
+tag as long as the params were logged whole). `fixed_block` writes a config as a `fixed:` block
+for a sweep file: every field that differs from its default.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, make_trial
+from kdtune.errors import UsageError
+
+
+def parse_param(key: str, text: str) -> Any:
+    kind = str(TRIAL_FIELDS[key].type)
+    if text == "None" and "None" in kind:
+        return None
+    if text.startswith("[") and ("tuple" in kind or key == "layer_map"):
+        return json.loads(text)
+    if kind.startswith("bool"):
+        return {"True": True, "False": False}[text]
+    if kind.startswith("int"):
+        return int(text)
+    if kind.startswith("float"):
+        return float(text)
+    return text
+
+
+def values_from_params(params: dict[str, str], where: str = "run") -> dict[str, Any]:
+    """Typed trial values from a run's params (other params, such as student_layers, are ignored)."""
+    out = {}
+    for key in TRIAL_FIELDS:
+        if key in params:
+            try:
+                out[key] = parse_param(key, params[key])
+            except (ValueError, KeyError):
+                raise UsageError(f"{where}: param {key}={params[key]!r} is not a {TRIAL_FIELDS[key].type}") from None
+    return out
+
+
+def fixed_block(trial: TrialConfig) -> str:
+    """`fixed:` YAML of every field that differs from its default (floats written exactly)."""
+    default = make_trial({}).to_dict()
+    changed = {k: v for k, v in trial.to_dict().items() if v != default[k]}
+    return yaml.safe_dump({"fixed": changed}, sort_keys=False, default_flow_style=False, width=100)

@@ -1,0 +1,129 @@
+"""An Optuna search SIGKILLed mid-run and started again: exactly num_samples FINISHED trials, none run
+twice, the searcher rebuilt from MLflow (not Ray's folder: the second run gets another --storage
+for Ray's results), the interrupted trial resumed from its checkpoint.
+
+The sweep runs as a subprocess in its own process group (its own local Ray), as in
+test_crash_resume.py, so this module starts no Ray of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+NUM_SAMPLES = 4
+
+
+def sweep_file(path):
+    path.write_text(textwrap.dedent(f"""
+        name: tpe
+        tracking: {{experiment: kdtune-tpe}}
+        fixed:
+          dataset: synthetic
+          base_model: preset:micro
+          kd: true
+          epochs: 2
+          batch_size: 64
+          eval_steps: 5
+          log_steps: 5
+          max_length: 32
+          teacher_max_steps: 20
+          teacher_batch_size: 64
+          teacher_eval_steps: 20
+        space:
+          lr: {{loguniform: [1.0e-4, 1.0e-2]}}
+          w_hid: {{uniform: [0.0, 2.0]}}
+        search: {{algorithm: optuna, num_samples: {NUM_SAMPLES}, seed: 0, startup_trials: 2}}
+        resources: {{cpu: 1}}
+        max_concurrent: 1
+    """))
+    return path
+
+
+def trial_runs(uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("kdtune-tpe")
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'", max_results=1000)
+
+
+def in_flight(store, uri) -> dict[str, int]:
+    """config hash -> checkpoint step, of RUNNING trials past their first checkpoint."""
+    running = {r.data.tags["kdtune.config_hash"] for r in trial_runs(uri) if r.info.status == "RUNNING"}
+    steps = {}
+    for meta in (store / "checkpoints").glob("*/meta.json"):
+        try:
+            steps[meta.parent.name] = json.loads(meta.read_text())["step"]
+        except (OSError, ValueError):
+            continue
+    return {h: s for h, s in steps.items() if h in running and s > 0}
+
+
+def test_an_optuna_search_killed_and_resumed_ends_with_num_samples_distinct_finished_trials(tmp_path, kdtune_cache):
+    sweep = sweep_file(tmp_path / "tpe.yaml")
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    store = tmp_path / "mlruns"
+
+    def cmd(storage):
+        return [sys.executable, "-m", "kdtune.cli", "sweep", str(sweep), "--tracking-uri", uri, "--storage", str(storage)]
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "first.log"
+    proc = subprocess.Popen(cmd(store), stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline, finished_before = time.time() + 600, []
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+            if "new to suggest" not in log.read_text():
+                continue  # still creating the store
+            finished_before = [r for r in trial_runs(uri) if r.info.status == "FINISHED"]
+            if len(finished_before) >= 2 and in_flight(store, uri):
+                break  # kill it while the third trial is past a checkpoint
+        assert proc.poll() is None, f"the search ended before it could be killed:\n{log.read_text()[-3000:]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    resumable = in_flight(store, uri)
+    assert len(finished_before) >= 2 and resumable
+    before = {r.info.run_id: r for r in trial_runs(uri)}
+
+    # Another folder for Ray's results: the search must not need Ray's experiment state to resume
+    # (teachers and trial checkpoints are content-keyed; here they are copied along, as a move would).
+    moved = tmp_path / "moved"
+    subprocess.run(["cp", "-r", str(store), str(moved)], check=True)
+    subprocess.run(["rm", "-rf", str(moved / "ray")], check=True)
+    # Another seed too: the interrupted trial must come back from MLflow, not from replaying the
+    # seeded sampler (with the same seed and history TPE would suggest it again by itself).
+    second = subprocess.run([*cmd(moved), "--set", "search.seed=1"], capture_output=True, text=True, env=env,
+                            timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    ended = len(finished_before)
+    assert (f"optuna: {NUM_SAMPLES} trials (4 x 1 grid point(s)): {ended} already ended, told to TPE ({ended}); "
+            f"{len(resumable)} to resume; {NUM_SAMPLES - ended - len(resumable)} new to suggest") in second.stdout
+
+    after = trial_runs(uri)
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    hashes = [r.data.tags["kdtune.config_hash"] for r in finished]
+    assert len(finished) == NUM_SAMPLES and len(set(hashes)) == NUM_SAMPLES  # exactly num_samples, no duplicates
+    assert len({r.data.tags["kdtune.sampled"] for r in finished}) == NUM_SAMPLES
+    assert not [r for r in after if r.info.status == "RUNNING"]
+    for r in finished_before:  # not run again
+        now = next(a for a in after if a.info.run_id == r.info.run_id)
+        assert now.info.status == "FINISHED" and now.info.end_time == r.info.end_time
+    for config_hash, step in resumable.items():  # resumed from its checkpoint, in the run it had
+        (run,) = [r for r in finished if r.data.tags["kdtune.config_hash"] == config_hash]
+        assert run.info.run_id in before and int(run.data.tags["kdtune.resumed_from_step"]) >= step > 0
+    assert len({r.data.metrics["steps"] for r in finished}) == 1  # each ran its full schedule once
