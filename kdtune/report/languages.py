@@ -1,7 +1,7 @@
 """Per-language test macro-F1 of one run group: which languages gain most from copying weights.
 
 The group is chosen by a filter on params (default: the paper's Table 2 setting with KD: train,
-test and teacher data all languages, the the data fraction most runs use, epochs > 0) and
+test and teacher data all languages, the data fraction most runs use, epochs > 0) and
 restricted to full-width students. Per dataset: languages are rows (from the compared metric's per-language test scores, `test_<metric>/<language>`), inits are
 columns, each value the mean over seeds in percent; `gain` = from-teacher minus from-scratch (or
 minus from-base when no scratch run exists), in points. The top languages by gain are marked.

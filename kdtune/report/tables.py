@@ -79,7 +79,7 @@ def table2(trials: list[TrialRecord]) -> Table:
     table = Table(
         name="table2",
         title="Table 2: model initialization with and without KD",
-        selection="train, test and teacher data: all languages; the the data fraction most runs use "
+        selection="train, test and teacher data: all languages; the data fraction most runs use "
         "(100% in the paper's sweeps); epochs > 0",
         row_header=("Model initialization", "Layers", "Hidden"),
         row_keys=("init", "layers", "hidden"),
