@@ -173,7 +173,6 @@ def test_each_stopping_rule_stops_a_trial_and_marks_its_run_killed(store, rule):
         assert [float(r.data.params["lr"]) for r in stopped] == [1e-9]
 
 
-
 def _raw_late_write(tracker, run_id):  # a trial thread between reading the tags and writing
     from kdtune.tracking.tags import STOPPED, STOPPED_BY_RAY
     tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})

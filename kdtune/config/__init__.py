@@ -34,6 +34,7 @@ from kdtune.config.space import (
     Search,
     coerce_sample,
     draws,
+    sampled_label,
     sampled_values,
     search_name,
     study_key,
@@ -63,7 +64,7 @@ from kdtune.config.trial import (
 
 __all__ = [
     "ALGORITHMS", "DISTRIBUTIONS", "Dist", "SCHEDULER_OPTIONS", "Search", "coerce_sample", "draws",
-    "sampled_values", "search_name", "study_key", "with_sample",
+    "sampled_label", "sampled_values", "search_name", "study_key", "with_sample",
     "ADDED_LATER", "ATT_TARGETS", "DATASETS", "HEAD_MODES", "HIDDEN_MATCH", "INITS", "LAYER_MAPS",
     "PARTITIONS", "PRECISIONS", "RESOURCE_KEYS", "SCHEDULER_KEYS", "SWEEP_KEYS", "TEACHER_UNHASHED",
     "TRACKING_KEYS", "TRIAL_FIELDS", "TYPE_WORDS", "UNHASHED", "Resources", "Scheduler", "SweepSpec",

@@ -250,6 +250,9 @@ def search_name(trial: TrialConfig, keys: list[str] | None) -> str:
     """A sampled trial's run name: its config's, then its sampled values (lr=0.000123,w_att=0.5)."""
     if not keys:
         return trial.run_name
-    values = sampled_values(trial, keys)
-    short = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-    return f"{trial.run_name}/{short}"
+    return f"{trial.run_name}/{sampled_label(sampled_values(trial, keys))}"
+
+
+def sampled_label(values: dict[str, Any]) -> str:
+    """The sampled values as a run name ends with them: lr=0.000123,w_att=0.5."""
+    return ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

@@ -12,9 +12,10 @@ ends, from what MLflow holds (so a resumed sweep's earlier trials count too):
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
-from kdtune.config import SweepSpec
+from kdtune.config import SweepSpec, sampled_label
 from kdtune.tracking.tags import (
     BEST_PREFIX, BEST_RUN, EARLY_STOPPED, INTERRUPTED, NOTE, SAMPLED, STOPPED, STOPPED_BY_RAY, SUPERSEDED,
 )
@@ -74,7 +75,8 @@ def summary_markdown(spec: SweepSpec, runs, top: int = TOP) -> str:
         test = f"{m[f'test_{metric}']:.4f}" if f"test_{metric}" in m else "-"
         cells = [_short(p.get(k, "-")) for k in fields]
         name = r.info.run_name or ""
-        name = name.rsplit("/", 1)[0] if SAMPLED in r.data.tags else name  # its values are the columns
+        if SAMPLED in r.data.tags:  # its values are the columns: drop them from the name
+            name = name.removesuffix("/" + sampled_label(json.loads(r.data.tags[SAMPLED])))
         lines.append(f"| {i} | {name} (`{r.info.run_id[:8]}`) | {m[f'best_val_{metric}']:.4f} | {test} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -42,9 +42,14 @@ def settle_runs(
     Ray Tune can return while a stopped trial's thread is still writing its run's end: with a
     scheduler, wait up to `grace_s` for RUNNING runs to end, so the verdict is written last.
     """
-    runs = [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
-    if early_stop:
-        runs = _after_trials_exit(tracker, parent, wanted, runs, grace_s)
+    def fetch() -> list:
+        return [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
+
+    runs = fetch()
+    deadline = time.monotonic() + (grace_s if early_stop else 0.0)
+    while any(r.info.status == "RUNNING" for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        runs = fetch()
     never_started = len(wanted - {r.data.tags.get(CONFIG_HASH) for r in runs}) + unsuggested
     stopped = [r for r in runs if r.info.status == "RUNNING" or (
         r.info.status == "KILLED" and r.info.start_time >= since_ms
@@ -65,14 +70,6 @@ def settle_runs(
         outcome.early_stopped = len(stopped)
     outcome.finished = sum(r.info.status == "FINISHED" for r in runs)
     outcome.failed = sum(r.info.status == "FAILED" for r in runs)
-
-
-def _after_trials_exit(tracker, parent: str, wanted: set[str], runs: list, grace_s: float) -> list:
-    deadline = time.monotonic() + grace_s
-    while any(r.info.status == "RUNNING" for r in runs) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        runs = [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
-    return runs
 
 
 def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
