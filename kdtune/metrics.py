@@ -19,6 +19,12 @@ def reported_metric(metric: str) -> str:
     return f"val_{metric}"
 
 
+def best_metric(metric: str) -> str:
+    """The MLflow metric a FINISHED trial logs for its best validation score, and the sweep's
+    parent run for its best trial so far: the key ranking, `kdtune best` and the report read."""
+    return f"best_val_{metric}"
+
+
 def scores(preds, golds, languages: list[str] | None = None) -> dict[str, Any]:
     """Macro-F1 and micro-F1 (= accuracy for single-label classes), plus both per language when
     languages are given: ``{"macro_f1", "micro_f1", "per_language": {lang: {...}}}``.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.config import make_trial, sampled_values, search_name, study_key
-from kdtune.metrics import reported_metric
+from kdtune.metrics import best_metric, reported_metric
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
     ATTEMPTS, CONFIG_HASH, FAILURE, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE,
@@ -179,7 +179,7 @@ def log_outcome(tracker: Tracker, run_id: str, outcome, seconds: float) -> None:
 
     metrics = {"best_step": outcome.best_step, "steps": outcome.steps, "train_seconds": seconds}
     for m in METRICS:
-        metrics[f"best_val_{m}"] = outcome.best_val[m]
+        metrics[best_metric(m)] = outcome.best_val[m]
         metrics[f"test_{m}"] = outcome.test[m]
         metrics[f"teacher_test_{m}"] = outcome.teacher_test[m]
         metrics[f"majority_test_{m}"] = outcome.majority_test[m]

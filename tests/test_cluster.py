@@ -11,12 +11,12 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+
+from micro import micro_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -71,27 +71,8 @@ def test_sweep_on_two_nodes_logs_everything_to_the_server(tmp_path, cluster, mlf
 
     from kdtune.cli import main
 
-    sweep = tmp_path / "cluster.yaml"
-    sweep.write_text(textwrap.dedent("""
-        name: cluster
-        tracking: {experiment: kdtune-cluster}
-        fixed:
-          dataset: synthetic
-          base_model: preset:micro
-          epochs: 1
-          batch_size: 64
-          eval_steps: 10
-          log_steps: 5
-          max_length: 32
-          teacher_max_steps: 20
-          teacher_batch_size: 64
-          teacher_eval_steps: 20
-        grid:
-          init: [teacher, base, scratch]
-          kd: [false, true]
-        resources: {cpu: 1}
-        max_concurrent: 2
-    """))
+    sweep = micro_sweep(tmp_path / "cluster.yaml", "cluster", "kdtune-cluster",
+                        grid={"init": ["teacher", "base", "scratch"], "kd": [False, True]}, max_concurrent=2)
     code = main(["sweep", str(sweep), "--address", cluster.address, "--tracking-uri", mlflow_server["url"],
                  "--storage", str(tmp_path / "store")])
     assert code == 0

@@ -6,49 +6,27 @@ starts no Ray of its own.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
+import micro
+from micro import micro_sweep
+
 pytestmark = pytest.mark.slow
 
-
-def sweep_file(path, data_dir=None):
-    path.write_text(textwrap.dedent("""
-        name: crash
-        tracking: {experiment: kdtune-crash}
-        fixed:
-          dataset: synthetic
-          base_model: preset:micro
-          kd: true
-          epochs: 2
-          batch_size: 64
-          lr: 1.0e-3
-          eval_steps: 5
-          log_steps: 5
-          max_length: 32
-          teacher_max_steps: 20
-          teacher_batch_size: 64
-          teacher_eval_steps: 20
-        grid:
-          init: [teacher, base, scratch]
-          seed: [1, 2]
-        resources: {cpu: 1}
-        max_concurrent: 1
-    """))
-    return path
+EXPERIMENT = "kdtune-crash"
 
 
 def sweep_command(tmp_path):
     """(command, env, tracking URI) of the crash sweep as a subprocess with its own store."""
-    sweep = sweep_file(tmp_path / "crash.yaml")
+    sweep = micro_sweep(tmp_path / "crash.yaml", "crash", EXPERIMENT, {"kd": True, "epochs": 2, "eval_steps": 5},
+                        grid={"init": ["teacher", "base", "scratch"], "seed": [1, 2]}, max_concurrent=1)
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     cmd = [sys.executable, "-m", "kdtune.cli", "sweep", str(sweep), "--tracking-uri", uri,
            "--storage", str(tmp_path / "mlruns")]
@@ -56,34 +34,20 @@ def sweep_command(tmp_path):
 
 
 def trial_runs(uri):
-    from mlflow.tracking import MlflowClient
+    return micro.trial_runs(uri, EXPERIMENT)
 
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("kdtune-crash")
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'", max_results=1000)
+
+def in_flight_checkpoints(store, uri):
+    return micro.in_flight_checkpoints(store, uri, EXPERIMENT)
 
 
 def parent_run(uri):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("kdtune-crash")
+    exp = client.get_experiment_by_name(EXPERIMENT)
     (run,) = client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'sweep'")
     return run
-
-
-def in_flight_checkpoints(store, uri) -> dict[str, int]:
-    """config hash -> checkpoint step, of trials whose run is RUNNING and has saved a checkpoint."""
-    running = {r.data.tags["kdtune.config_hash"] for r in trial_runs(uri) if r.info.status == "RUNNING"}
-    steps = {}
-    for meta in (store / "checkpoints").glob("*/meta.json"):
-        try:
-            steps[meta.parent.name] = json.loads(meta.read_text())["step"]
-        except (OSError, ValueError):  # replaced while read: the next poll sees it
-            continue
-    return {h: step for h, step in steps.items() if h in running and step > 0}
 
 
 def test_sigkill_mid_sweep_then_rerun_finishes_the_grid_without_redoing_work(tmp_path, kdtune_cache):

@@ -8,32 +8,14 @@ removed where a test needs it.
 from __future__ import annotations
 
 import io
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from micro import micro_sweep
+
 pytestmark = pytest.mark.slow
-
-SWEEP = """
-    name: {name}
-    tracking: {{experiment: kdtune-resources}}
-    fixed:
-      dataset: synthetic
-      base_model: preset:micro
-      init: teacher
-      kd: false
-      epochs: 1
-      batch_size: 64
-      eval_steps: 10
-      max_length: 32
-      teacher_max_steps: 10
-      teacher_batch_size: 64
-      teacher_eval_steps: 10
-    resources: {{cpu: {cpu}}}
-"""
-
 
 @pytest.fixture(scope="module")
 def cluster(kdtune_cache):  # noqa: ARG001 - KDTUNE_CACHE must be set before the nodes start
@@ -48,9 +30,8 @@ def cluster(kdtune_cache):  # noqa: ARG001 - KDTUNE_CACHE must be set before the
 
 
 def write_sweep(tmp_path: Path, name: str, cpu: float) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(textwrap.dedent(SWEEP.format(name=name, cpu=cpu)))
-    return path
+    return micro_sweep(tmp_path / f"{name}.yaml", name, "kdtune-resources",
+                       {"teacher_max_steps": 10, "teacher_eval_steps": 10}, resources={"cpu": cpu})
 
 
 def test_a_trial_bigger_than_every_node_exits_2_in_one_line_before_any_work(tmp_path, cluster, capsys):

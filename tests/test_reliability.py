@@ -7,12 +7,12 @@ Ray workers inherit the environment of the Ray started here, so the fault-inject
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from kdtune.cli import main
+from micro import local_ray, micro_sweep
 
 # seed 7 fails once, then succeeds; seed 8 runs out of (CUDA) memory on its first two attempts
 FAULTS = "/s7:1,/s8:2:oom"
@@ -20,40 +20,16 @@ FAULTS = "/s7:1,/s8:2:oom"
 
 @pytest.fixture(scope="module")
 def ray_with_faults(kdtune_cache):
-    import ray
-
     os.environ["KDTUNE_FAULT"] = FAULTS
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,  # not another Ray here
-             object_store_memory=128 * 1024**2, configure_logging=False)
-    yield
-    ray.shutdown()
-    os.environ.pop("KDTUNE_FAULT", None)
+    try:
+        with local_ray():
+            yield
+    finally:
+        os.environ.pop("KDTUNE_FAULT", None)
 
 
-def micro_sweep(path: Path, name: str, seeds: list[int], extra: str = "") -> Path:
-    path.write_text(textwrap.dedent(f"""
-        name: {name}
-        tracking: {{experiment: kdtune-reliability}}
-        fixed:
-          dataset: synthetic
-          base_model: preset:micro
-          init: teacher
-          kd: false
-          epochs: 1
-          batch_size: 64
-          lr: 1.0e-3
-          eval_steps: 10
-          log_steps: 5
-          max_length: 32
-          teacher_max_steps: 20
-          teacher_batch_size: 64
-          teacher_eval_steps: 20
-        grid:
-          seed: {seeds}
-        resources: {{cpu: 1}}
-        max_failures: 1
-    """) + extra)
-    return path
+def reliability_sweep(path: Path, name: str, seeds: list[int], **sections) -> Path:
+    return micro_sweep(path, name, "kdtune-reliability", grid={"seed": seeds}, max_failures=1, **sections)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +39,8 @@ def faults(tmp_path_factory, ray_with_faults):
     from mlflow.tracking import MlflowClient
 
     root = tmp_path_factory.mktemp("faults")
-    extra = "overrides: [{match: {seed: 9}, set: {lr: 1.0e+30}}]\n"
-    sweep = micro_sweep(root / "s.yaml", "faults", [6, 7, 8, 9], extra)
+    sweep = reliability_sweep(root / "s.yaml", "faults", [6, 7, 8, 9],
+                              overrides=[{"match": {"seed": 9}, "set": {"lr": 1.0e+30}}])
     uri = f"sqlite:///{root}/mlruns/mlflow.db"
     argv = ["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(root / "mlruns")]
     client = MlflowClient(uri)
@@ -207,11 +183,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(name, tmp_path, monk
 def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, ray_with_faults):
     from mlflow.tracking import MlflowClient
 
-    extra = textwrap.dedent("""
-        scheduler: {type: asha, grace_period: 1, reduction_factor: 2, max_t: 10}
-        max_concurrent: 1
-    """)
-    sweep = micro_sweep(tmp_path / "s.yaml", "asha", [1], extra)
+    sweep = reliability_sweep(tmp_path / "s.yaml", "asha", [1], max_concurrent=1,
+                              scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 10})
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns"),
                  "--set", "grid.lr=[3.0e-3, 1.0e-9, 2.0e-9]", "--set", "fixed.epochs=3",

@@ -9,56 +9,28 @@ test_reliability.py). The Optuna search killed and resumed: test_search_resume.p
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from kdtune.cli import main
+from micro import local_ray, micro_sweep
 
 pytestmark = pytest.mark.slow
 
-MICRO = """
-tracking: {experiment: kdtune-search}
-fixed:
-  dataset: synthetic
-  base_model: preset:micro
-  init: teacher
-  kd: false
-  epochs: 1
-  batch_size: 64
-  lr: 1.0e-3
-  eval_steps: 5
-  log_steps: 5
-  max_length: 32
-  teacher_max_steps: 20
-  teacher_batch_size: 64
-  teacher_eval_steps: 20
-  teacher_warmup_ratio: 0.0          # the student's warm-up is sampled: the teacher stays one
-resources: {cpu: 1}
-"""
+EXPERIMENT = "kdtune-search"
+FIXED = {"eval_steps": 5, "teacher_warmup_ratio": 0.0}  # the student's warm-up is sampled: the teacher stays one
 
 
 @pytest.fixture(scope="module")
-def ray_session(kdtune_cache):
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,  # not another Ray here
-             object_store_memory=128 * 1024**2, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, ray_session):
+def store(tmp_path_factory, kdtune_cache):
     root = tmp_path_factory.mktemp("search")
-    return {"root": root, "uri": f"sqlite:///{root}/mlruns/mlflow.db", "store": root / "mlruns"}
+    with local_ray():
+        yield {"root": root, "uri": f"sqlite:///{root}/mlruns/mlflow.db", "store": root / "mlruns"}
 
 
-def write(store, name: str, text: str) -> Path:
-    path = store["root"] / f"{name}.yaml"
-    path.write_text(f"name: {name}\n" + textwrap.dedent(MICRO) + textwrap.dedent(text))
-    return path
+def write(store, name: str, **sections) -> Path:
+    return micro_sweep(store["root"] / f"{name}.yaml", name, EXPERIMENT, FIXED, **sections)
 
 
 def sweep(store, path: Path, *extra) -> int:
@@ -69,23 +41,18 @@ def runs(store, sweep_name: str, kind: str = "trial"):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store["uri"])
-    exp = client.get_experiment_by_name("kdtune-search")
+    exp = client.get_experiment_by_name(EXPERIMENT)
     return client, client.search_runs([exp.experiment_id], f"tags.`kdtune.kind` = '{kind}' and "
                                       f"tags.`kdtune.sweep` = '{sweep_name}'")
 
 
-RANDOM = """
-space:
-  lr: {loguniform: [1.0e-4, 1.0e-2]}
-  warmup_ratio: {uniform: [0.0, 0.3]}
-search: {algorithm: random, num_samples: 3, seed: 3}
-max_concurrent: 2
-"""
+RANDOM = {"space": {"lr": {"loguniform": [1.0e-4, 1.0e-2]}, "warmup_ratio": {"uniform": [0.0, 0.3]}},
+          "search": {"algorithm": "random", "num_samples": 3, "seed": 3}, "max_concurrent": 2}
 
 
 @pytest.fixture(scope="module")
 def random_search(store):
-    path = write(store, "random", RANDOM)
+    path = write(store, "random", **RANDOM)
     assert sweep(store, path) == 0
     return path
 
@@ -152,18 +119,18 @@ def test_the_report_shows_the_search(store, random_search, tmp_path):
 
 
 STOPPING = {  # a contrived grid: hopeless learning rates beside a good one
-    "hyperband": ("grid: {lr: [3.0e-3, 2.0e-3, 3.0e-9, 2.0e-9]}\n"  # brackets of 2 and 2: one halved
-                  "scheduler: {type: hyperband, max_t: 3, reduction_factor: 3}\nmax_concurrent: 0\n"),
-    "median": ("grid: {lr: [3.0e-3, 1.0e-9]}\n"
-               "scheduler: {type: median, grace_period: 2, min_samples_required: 1}\nmax_concurrent: 1\n"),
+    "hyperband": {"grid": {"lr": [3.0e-3, 2.0e-3, 3.0e-9, 2.0e-9]},  # brackets of 2 and 2: one halved
+                  "scheduler": {"type": "hyperband", "max_t": 3, "reduction_factor": 3}, "max_concurrent": 0},
+    "median": {"grid": {"lr": [3.0e-3, 1.0e-9]},
+               "scheduler": {"type": "median", "grace_period": 2, "min_samples_required": 1}, "max_concurrent": 1},
 }
 
 
 @pytest.mark.parametrize("rule", sorted(STOPPING))
 def test_each_stopping_rule_stops_a_trial_and_marks_its_run_killed(store, rule):
-    assert sweep(store, write(store, rule, STOPPING[rule])) == 0
+    assert sweep(store, write(store, rule, **STOPPING[rule])) == 0
     _, trials = runs(store, rule)
-    assert len(trials) == len(STOPPING[rule].split("[")[1].split("]")[0].split(","))
+    assert len(trials) == len(STOPPING[rule]["grid"]["lr"])
     assert "RUNNING" not in {r.info.status for r in trials}
     stopped = [r for r in trials if r.info.status == "KILLED"]
     assert stopped and all(r.data.tags["kdtune.stopped"] == "early stopped by the scheduler" for r in stopped)

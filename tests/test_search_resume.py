@@ -8,71 +8,36 @@ test_crash_resume.py, so this module starts no Ray of its own.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
+import micro
+from micro import micro_sweep
+
 pytestmark = pytest.mark.slow
 
 NUM_SAMPLES = 4
-
-
-def sweep_file(path):
-    path.write_text(textwrap.dedent(f"""
-        name: tpe
-        tracking: {{experiment: kdtune-tpe}}
-        fixed:
-          dataset: synthetic
-          base_model: preset:micro
-          kd: true
-          epochs: 2
-          batch_size: 64
-          eval_steps: 5
-          log_steps: 5
-          max_length: 32
-          teacher_max_steps: 20
-          teacher_batch_size: 64
-          teacher_eval_steps: 20
-        space:
-          lr: {{loguniform: [1.0e-4, 1.0e-2]}}
-          w_hid: {{uniform: [0.0, 2.0]}}
-        search: {{algorithm: optuna, num_samples: {NUM_SAMPLES}, seed: 0, startup_trials: 2}}
-        resources: {{cpu: 1}}
-        max_concurrent: 1
-    """))
-    return path
+EXPERIMENT = "kdtune-tpe"
 
 
 def trial_runs(uri):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("kdtune-tpe")
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], "tags.`kdtune.kind` = 'trial'", max_results=1000)
+    return micro.trial_runs(uri, EXPERIMENT)
 
 
-def in_flight(store, uri) -> dict[str, int]:
-    """config hash -> checkpoint step, of RUNNING trials past their first checkpoint."""
-    running = {r.data.tags["kdtune.config_hash"] for r in trial_runs(uri) if r.info.status == "RUNNING"}
-    steps = {}
-    for meta in (store / "checkpoints").glob("*/meta.json"):
-        try:
-            steps[meta.parent.name] = json.loads(meta.read_text())["step"]
-        except (OSError, ValueError):
-            continue
-    return {h: s for h, s in steps.items() if h in running and s > 0}
+def in_flight(store, uri):
+    return micro.in_flight_checkpoints(store, uri, EXPERIMENT)
 
 
 def test_an_optuna_search_killed_and_resumed_ends_with_num_samples_distinct_finished_trials(tmp_path, kdtune_cache):
-    sweep = sweep_file(tmp_path / "tpe.yaml")
+    sweep = micro_sweep(tmp_path / "tpe.yaml", "tpe", EXPERIMENT, {"kd": True, "epochs": 2, "eval_steps": 5},
+                        space={"lr": {"loguniform": [1.0e-4, 1.0e-2]}, "w_hid": {"uniform": [0.0, 2.0]}},
+                        search={"algorithm": "optuna", "num_samples": NUM_SAMPLES, "seed": 0, "startup_trials": 2},
+                        max_concurrent=1)
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     store = tmp_path / "mlruns"
 

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from micro import local_ray
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ray_session():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,  # not another Ray here
-             object_store_memory=128 * 1024**2, configure_logging=False)
-    yield
-    ray.shutdown()
+    with local_ray():
+        yield
 
 
 @pytest.fixture(scope="module")

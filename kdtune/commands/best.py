@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdtune.config import make_trial
     from kdtune.config.params import fixed_block, values_from_params
-    from kdtune.metrics import METRICS
+    from kdtune.metrics import METRICS, best_metric
     from kdtune.tracking import query
     from kdtune.tracking.store import resolve_tracking_uri
     from kdtune.tracking.tags import CONFIG_HASH, SUPERSEDED, SWEEP
@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
         if len(used) > 1:
             raise UsageError(f"--metric: the trials of {where} compared on {' and '.join(used)}; choose one")
         metric = used[0]
-    ranked = [r for r in runs if f"best_val_{metric}" in r.metrics]
+    ranked = [r for r in runs if best_metric(metric) in r.metrics]
     if not ranked:
-        raise UsageError(f"--metric: no FINISHED trial in {where} logged best_val_{metric}")
-    best = max(ranked, key=lambda r: (r.metrics[f"best_val_{metric}"], -r.start_time))
+        raise UsageError(f"--metric: no FINISHED trial in {where} logged {best_metric(metric)}")
+    best = max(ranked, key=lambda r: (r.metrics[best_metric(metric)], -r.start_time))
     trial = make_trial(values_from_params(best.params, f"run {best.run_id}"))
     print(f"best of {len(ranked)} finished trials in {where} by validation {metric}: run {best.run_id}")
     print(f"  {best.run_name}")

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdtune.metrics import best_metric
 from kdtune.tracking.query import TrialRecord
 from kdtune.tracking.tags import SAMPLED, SPACE, SWEEP
 
@@ -31,7 +32,7 @@ class SearchGroup:
         return list(self.space)
 
     def val(self, rec: TrialRecord) -> float:
-        return rec.metrics.get(f"best_val_{self.metric}", float("nan"))
+        return rec.metrics.get(best_metric(self.metric), float("nan"))
 
     def sampled(self, rec: TrialRecord) -> dict:
         return json.loads(rec.tags[SAMPLED])
@@ -45,7 +46,7 @@ def search_groups(used: list[TrialRecord], metric: str) -> list[SearchGroup]:
     """One group per sweep with sampled trials; runs ranked by best validation `metric`."""
     groups: dict[str, SearchGroup] = {}
     for rec in used:
-        if SAMPLED not in rec.tags or f"best_val_{metric}" not in rec.metrics:
+        if SAMPLED not in rec.tags or best_metric(metric) not in rec.metrics:
             continue
         name = rec.tags.get(SWEEP, "?")
         group = groups.setdefault(name, SearchGroup(name, json.loads(rec.tags.get(SPACE, "{}")), metric=metric))
@@ -77,7 +78,7 @@ def write_csv(group: SearchGroup, path: Path) -> Path:
     m = group.metric
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "run_id", "run_name", f"best_val_{m}", f"test_{m}", *group.fields])
+        writer.writerow(["rank", "run_id", "run_name", best_metric(m), f"test_{m}", *group.fields])
         for i, rec in enumerate(group.runs, 1):
             values = group.sampled(rec)
             writer.writerow([i, rec.run_id, rec.run_name, group.val(rec), rec.metrics.get(f"test_{m}", ""),

@@ -16,6 +16,7 @@ import json
 from collections import Counter
 
 from kdtune.config import SweepSpec, sampled_label
+from kdtune.metrics import best_metric
 from kdtune.tracking.tags import (
     BEST_PREFIX, BEST_RUN, EARLY_STOPPED, INTERRUPTED, NOTE, SAMPLED, STOPPED, STOPPED_BY_RAY, SUPERSEDED,
 )
@@ -39,7 +40,7 @@ def state_of(run) -> str:
 
 def ranked(runs, metric: str) -> list:
     """FINISHED runs that logged `best_val_<metric>`, best first (ties: the earlier run)."""
-    key = f"best_val_{metric}"
+    key = best_metric(metric)
     done = [r for r in runs if r.info.status == "FINISHED" and key in r.data.metrics]
     return sorted(done, key=lambda r: (-r.data.metrics[key], r.info.start_time))
 
@@ -77,7 +78,7 @@ def summary_markdown(spec: SweepSpec, runs, top: int = TOP) -> str:
         name = r.info.run_name or ""
         if SAMPLED in r.data.tags:  # its values are the columns: drop them from the name
             name = name.removesuffix("/" + sampled_label(json.loads(r.data.tags[SAMPLED])))
-        lines.append(f"| {i} | {name} (`{r.info.run_id[:8]}`) | {m[f'best_val_{metric}']:.4f} | {test} | "
+        lines.append(f"| {i} | {name} (`{r.info.run_id[:8]}`) | {m[best_metric(metric)]:.4f} | {test} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -92,5 +93,5 @@ def update_parent(tracker, parent: str, spec: SweepSpec) -> None:
         tags[BEST_RUN] = top.info.run_id
         tags.update({f"{BEST_PREFIX}{k}": top.data.params.get(k, "") for k in spec.varying})
         ended = sum(state_of(r) in ("finished", "failed", "stopped") for r in runs)
-        tracker.log_metrics(parent, {f"best_val_{spec.metric}": top.data.metrics[f"best_val_{spec.metric}"]}, ended)
+        tracker.log_metrics(parent, {best_metric(spec.metric): top.data.metrics[best_metric(spec.metric)]}, ended)
     tracker.set_tags(parent, tags)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kdtune.config import SweepSpec
+from kdtune.metrics import best_metric
 from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, INTERRUPTED, STOPPED, STOPPED_BY_RAY, SUPERSEDED
 
 
@@ -81,6 +82,6 @@ def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
         if r.data.tags.get(SUPERSEDED):
             continue
         m = r.data.metrics
-        val = f"{m[f'best_val_{metric}']:.4f}" if f"best_val_{metric}" in m else "-"
+        val = f"{m[best_metric(metric)]:.4f}" if best_metric(metric) in m else "-"
         test = f"{m[f'test_{metric}']:.4f}" if f"test_{metric}" in m else "-"
         say(f"{(r.info.run_name or '')[:w]:{w}s} {r.info.status:9s} {val:>12s} {test:>13s}")

@@ -20,9 +20,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from kdtune.tracking.store import default_artifact_location, default_tracking_uri, sqlite_path  # noqa: E402
-from kdtune.tracking.tags import (  # noqa: E402, F401 - tag names, importable from here too
-    ATTEMPTS, CONFIG_HASH, EXPERIMENT_KIND, INTERRUPTED, KIND, PARENT_RUN, STOPPED_BY_RAY, SWEEP, TRAINING_KIND,
-)
+from kdtune.tracking.tags import CONFIG_HASH, EXPERIMENT_KIND, KIND, PARENT_RUN, SWEEP, TRAINING_KIND  # noqa: E402
 
 MAX_PARAM_LEN = 6000
 

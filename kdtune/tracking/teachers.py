@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from kdtune.metrics import best_metric
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import CONFIG_HASH, KIND, SWEEP, TEACHER_UPLOADED
 
@@ -24,7 +25,7 @@ def log_teacher(tracker: Tracker, key: str, info: dict, folder: Path, sweep: str
     name = f"teacher/{fields['dataset']}/{fields['partition']}/{key[:8]}"
     run_id = tracker.start_run(name, {KIND: "teacher", CONFIG_HASH: key, SWEEP: sweep})
     tracker.log_params(run_id, {**fields, "best_seed": info["best_seed"]})
-    best = f"best_val_{info['metric']}"
+    best = best_metric(info["metric"])
     for seed in info["seeds"]:
         for step, loss in seed["train_loss"]:
             tracker.log_metrics(run_id, {f"train_loss_seed{seed['seed']}": loss}, step)
