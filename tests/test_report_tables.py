@@ -19,7 +19,7 @@ from kdtune.report import build_report
 from kdtune.report.figures import mean_curve, moving_average, smoothing_window
 from kdtune.report.paper import format_paper, load_paper_numbers
 from kdtune.report.render import cell_markdown, format_score
-from kdtune.report.records import Cell, project
+from kdtune.report.records import Cell, project, varying_params
 from kdtune.report.tables import table2, table3, table4, table5
 from kdtune.tracking.query import TrialRecord
 
@@ -157,6 +157,18 @@ def test_duplicate_seeds_keep_the_latest_run_and_mixed_settings_are_noted():
     assert cell.values == pytest.approx((60.0, 70.0))
     notes = " ".join(table.notes)
     assert "repeated a seed" in notes and "layer_map" in notes
+
+
+def test_a_field_a_run_did_not_log_counts_as_its_default_not_as_a_mixed_setting():
+    """A run from before a field existed ran as the field's default: beside a run that logged the
+    default it is not "mixed"; beside a run that set another value it is."""
+    older, logged_default, other = rec(seed=1), rec(seed=2, teacher_warmup_ratio=None), rec(seed=3, teacher_warmup_ratio=0.2)
+    assert "teacher_warmup_ratio" not in older.params and logged_default.params["teacher_warmup_ratio"] == "None"
+    assert varying_params([older, logged_default]) == set()
+    assert varying_params([older, other]) == {"teacher_warmup_ratio"}
+    assert varying_params([logged_default, other]) == {"teacher_warmup_ratio"}
+    table = table2([older, logged_default])
+    assert not [n for n in table.notes if "differ in more than the seed" in n]
 
 
 def test_tables_3_4_5_select_by_partition_and_epochs():

@@ -17,6 +17,18 @@ from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, make_trial
 from kdtune.errors import UsageError
 
 
+def param_text(value: Any) -> str:
+    """A value as an MLflow param string (lists and dicts as JSON, the rest as `str`), uncut."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def default_params() -> dict[str, str]:
+    """Every trial field's default as a run logs it. A run that lacks a field's param predates the
+    field, and ran as its default: a field is only added with a default that keeps the old behaviour
+    (and the old config hash; tests/test_fidelity.py's golden hashes)."""
+    return {k: param_text(v) for k, v in make_trial({}).to_dict().items()}
+
+
 def parse_param(key: str, text: str) -> Any:
     kind = str(TRIAL_FIELDS[key].type)
     if text == "None" and "None" in kind:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from kdtune.config import INITS as INIT_ORDER  # the paper's order: teacher, base, scratch
+from kdtune.config.params import default_params
 from kdtune.report.paper import PAPER_DATASETS
 from kdtune.tracking.query import TrialRecord
 
@@ -280,12 +281,15 @@ def group_by(records: Iterable[TrialRecord], key: Callable[[TrialRecord], tuple]
 
 
 def varying_params(records: list[TrialRecord]) -> set[str]:
-    """Params (other than per-run ones such as seed) whose value differs between `records`."""
+    """Params (other than per-run ones such as seed) whose value differs between `records`. A trial
+    field that a run did not log counts as the field's default: the run predates the field and ran
+    as its default (`default_params`), so it is not mixed with a run that logged the default."""
     keys = set().union(*(r.params for r in records)) if records else set()
+    defaults = default_params()
     out = set()
     for key in keys - PER_RUN_PARAMS:
         if key.endswith(("_dir", "_path", "hash")):
             continue
-        if len({r.params.get(key) for r in records}) > 1:
+        if len({r.params.get(key, defaults.get(key)) for r in records}) > 1:
             out.add(key)
     return out

@@ -19,6 +19,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from kdtune.config.params import param_text  # noqa: E402
 from kdtune.tracking.store import default_artifact_location, default_tracking_uri, sqlite_path  # noqa: E402
 from kdtune.tracking.tags import CONFIG_HASH, EXPERIMENT_KIND, KIND, PARENT_RUN, SWEEP, TRAINING_KIND  # noqa: E402
 
@@ -147,8 +148,7 @@ class Tracker:
 
 
 def _param_value(v: Any) -> str:
-    s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-    return s[:MAX_PARAM_LEN]
+    return param_text(v)[:MAX_PARAM_LEN]
 
 
 def _chunks(items: list, n: int):
