@@ -9,6 +9,12 @@ holding a `save_pretrained` model + tokenizer and `teacher.json`. As in the pape
 Safety: a file lock per key makes concurrent trials (or processes on one machine) train a
 teacher once; the folder appears by an atomic rename only when complete, so a crash mid-training
 leaves no half-written teacher (a leftover temporary folder is removed on the next try).
+
+Resuming: at every evaluation a teacher checkpoints each seed's training state to
+`<store>/teachers/.<key>.resume/seed-<seed>/` (kdtune.checkpoint), so a teacher interrupted by a
+crash, a kill or the end of a working session continues from its last evaluation on the next
+try, bit for bit (kdtune.train), instead of starting over: a teacher can take hours. The folder is
+removed once the teacher is complete.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Callable
 import torch
 from filelock import FileLock
 
+from kdtune.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from kdtune.config import TeacherSpec, TrialConfig
 from kdtune.inputs import load_splits, teacher_inputs
 from kdtune.runtime import pick_device, seed_everything
@@ -33,6 +40,11 @@ DONE = "teacher.json"
 
 def teacher_path(store: str | Path, key: str) -> Path:
     return Path(store) / "teachers" / key
+
+
+def resume_path(path: Path) -> Path:
+    """Where an unfinished teacher keeps its per-seed checkpoints (beside its final folder)."""
+    return path.with_name(f".{path.name}.resume")
 
 
 def is_complete(path: Path) -> bool:
@@ -66,10 +78,13 @@ def ensure_teacher(
         shutil.rmtree(tmp, ignore_errors=True)
         if fetch is not None and fetch(tmp) and is_complete(tmp):
             os.replace(tmp, path)
+            shutil.rmtree(resume_path(path), ignore_errors=True)
             return path
         shutil.rmtree(tmp, ignore_errors=True)
-        info = fine_tune(trial.teacher_spec(), tmp, log=log, device=device, progress=progress)
+        info = fine_tune(trial.teacher_spec(), tmp, log=log, device=device, progress=progress,
+                         resume_dir=resume_path(path))
         os.replace(tmp, path)
+        shutil.rmtree(resume_path(path), ignore_errors=True)
         if on_trained:
             on_trained(info, path)
     return path
@@ -81,11 +96,14 @@ def fine_tune(
     log: Callable[[str], None] = print,
     device=None,
     progress: Callable[[str], None] = lambda line: None,
+    resume_dir: Path | None = None,
 ) -> dict:
     """Fine-tune the base model on the teacher's languages for each seed; save the best.
 
     `progress(line)` gets a one-line status at every log step, with the last validation F1 (for a
-    driver that shows how far a long teacher has got; the sweep throttles it).
+    driver that shows how far a long teacher has got; the sweep throttles it). With `resume_dir`,
+    each seed checkpoints there at every evaluation and continues from its checkpoint if one is
+    there (a seed that had finished is not trained again).
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from kdtune.models.preset import resolve_base_model
@@ -113,17 +131,30 @@ def fine_tune(
         name = spec.metric.replace("_", "-").replace("f1", "F1")
 
         val: list[float] = []
+        ckpt = Path(resume_dir) / f"seed-{seed}" if resume_dir is not None else None
+        state = None
+        if ckpt is not None and has_checkpoint(ckpt):
+            state, meta = load_checkpoint(ckpt, model)
+            losses.extend((step, loss) for step, loss in meta["train_loss"])
+            val.extend(h[spec.metric] for h in state.history)
+            log(f"{where}: resuming from step {state.step} of {n_steps}")
+            progress(f"{where}: resuming from step {state.step}/{n_steps}")
 
         def on_log(step: int, logs: dict, where=where, n_steps=n_steps, losses=losses, val=val, name=name) -> None:
             losses.append((step, logs["total"]))
             last = f", last val {name} {val[-1]:.4f}" if val else ""
             progress(f"{where}: step {step}/{n_steps}, train loss {logs['total']:.4f}{last}")
 
-        def on_eval(step: int, metrics: dict, state, val=val) -> None:
+        def on_eval(step: int, metrics: dict, st, val=val, ckpt=ckpt, model=model, losses=losses) -> None:
             val.append(metrics[spec.metric])
+            if ckpt is not None:
+                save_checkpoint(ckpt, model, st, {"train_loss": losses})
 
         cb = Callbacks(on_log=on_log, on_eval=on_eval)
-        result = train(model, inputs.train_loader, inputs.validation.loader, settings, device, callbacks=cb)
+        # A resumed seed's state carries torch's random state (train restores it). A seed that
+        # had finished only loads its best weights (train's loop has no step left to run).
+        result = train(model, inputs.train_loader, inputs.validation.loader, settings, device, callbacks=cb,
+                       state=state)
         log(f"teacher {spec.key} seed {seed}: best val {name} {result.best_score:.4f} at step {result.best_step}")
         seeds.append({"seed": seed, "best_val": result.best_score, "best_step": result.best_step,
                       "steps": result.steps, "train_loss": losses})

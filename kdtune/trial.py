@@ -7,16 +7,13 @@ call it directly.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from kdtune import checkpoint
 from kdtune.config import TrialConfig
 from kdtune.inputs import Inputs, build_inputs, load_splits
 from kdtune.teachers import cached_test_scores, load_info, load_teacher
@@ -131,54 +128,12 @@ def run(
 
 
 def save_checkpoint(folder: Path, built: Built, state: TrainState, extra: dict) -> None:
-    """Write model + optimizer + best weights + meta into `folder` atomically (write, rename)."""
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in built.student.state_dict().items()}
-    if built.distiller is not None:
-        weights.update({f"hidden_match.{k}": v.detach().cpu().contiguous()
-                        for k, v in built.distiller.hidden_match.state_dict().items()})
-    save_file(_untie(weights), tmp / "model.safetensors")
-    if state.best_weights is not None:
-        save_file(_untie(state.best_weights), tmp / "best.safetensors")
-    torch.save({"optimizer": state.optimizer, "scheduler": state.scheduler, "rng": state.rng}, tmp / "optim.pt")
-    meta = {"step": state.step, "best_score": state.best_score, "best_step": state.best_step,
-            "history": state.history, **extra}
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    """The student, its KD projection W (`hidden_match`, when KD has one) and the state, atomically."""
+    parts = {"hidden_match": built.distiller.hidden_match} if built.distiller is not None else None
+    checkpoint.save_checkpoint(folder, built.student, state, extra, parts)
 
 
 def load_checkpoint(folder: Path, built: Built) -> tuple[TrainState, dict]:
-    """Restore weights into `built` and return the TrainState to continue from, plus meta."""
-    folder = Path(folder)
-    meta = json.loads((folder / "meta.json").read_text())
-    weights = load_file(folder / "model.safetensors")
-    hm = {k[len("hidden_match."):]: v for k, v in weights.items() if k.startswith("hidden_match.")}
-    built.student.load_state_dict({k: v for k, v in weights.items() if not k.startswith("hidden_match.")})
-    if hm and built.distiller is not None:
-        built.distiller.hidden_match.load_state_dict(hm)
-    optim = torch.load(folder / "optim.pt", weights_only=True)
-    best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
-    state = TrainState(
-        step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"], best_weights=best,
-        optimizer=optim["optimizer"], scheduler=optim["scheduler"], history=meta["history"],
-        rng=optim.get("rng"),  # absent from checkpoints written before it was kept
-    )
-    return state, meta
-
-
-def _untie(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied embeddings): store copies."""
-    seen: set[int] = set()
-    out = {}
-    for k, v in weights.items():
-        ptr = v.untyped_storage().data_ptr()
-        out[k] = v.clone() if ptr in seen else v
-        seen.add(ptr)
-    return out
+    """Restore the student (and W) into `built`; return the TrainState to continue from, plus meta."""
+    parts = {"hidden_match": built.distiller.hidden_match} if built.distiller is not None else None
+    return checkpoint.load_checkpoint(folder, built.student, parts)

@@ -1,0 +1,81 @@
+"""Resumable training state on disk, for students (kdtune.trial) and teachers (kdtune.teachers).
+
+A checkpoint folder holds the live weights (`model.safetensors`, extra modules under a prefix),
+the best weights so far (`best.safetensors`), the optimizer, scheduler and random states
+(`optim.pt`, read back with `weights_only=True`) and `meta.json` (step, best score, evaluation
+history and whatever the caller adds). It is written whole to a temporary folder and renamed into
+place, so a crash mid-write leaves the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from kdtune.train import TrainState
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, state: TrainState, extra: dict,
+                    parts: dict[str, torch.nn.Module] | None = None) -> None:
+    """Write `model` (+ each of `parts` under `<name>.`), the state and `extra` meta atomically."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for name, part in (parts or {}).items():
+        weights.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in part.state_dict().items()})
+    save_file(untie(weights), tmp / "model.safetensors")
+    if state.best_weights is not None:
+        save_file(untie(state.best_weights), tmp / "best.safetensors")
+    torch.save({"optimizer": state.optimizer, "scheduler": state.scheduler, "rng": state.rng}, tmp / "optim.pt")
+    meta = {"step": state.step, "best_score": state.best_score, "best_step": state.best_step,
+            "history": state.history, **extra}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def has_checkpoint(folder: Path) -> bool:
+    return (Path(folder) / "meta.json").is_file()
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module,
+                    parts: dict[str, torch.nn.Module] | None = None) -> tuple[TrainState, dict]:
+    """Restore the weights into `model` (and `parts`); return the TrainState to continue from and the meta."""
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    weights = load_file(folder / "model.safetensors")
+    prefixes = tuple(f"{name}." for name in parts or {})
+    model.load_state_dict({k: v for k, v in weights.items() if not prefixes or not k.startswith(prefixes)})
+    for name, part in (parts or {}).items():
+        own = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(f"{name}.")}
+        if own:
+            part.load_state_dict(own)
+    optim = torch.load(folder / "optim.pt", weights_only=True)
+    best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
+    state = TrainState(
+        step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"], best_weights=best,
+        optimizer=optim["optimizer"], scheduler=optim["scheduler"], history=meta["history"],
+        rng=optim.get("rng"),  # absent from checkpoints written before it was kept
+    )
+    return state, meta
+
+
+def untie(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied embeddings): store copies."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in weights.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
