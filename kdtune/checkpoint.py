@@ -60,7 +60,9 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
         own = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(f"{name}.")}
         if own:
             part.load_state_dict(own)
-    optim = torch.load(folder / "optim.pt", weights_only=True)
+    # On the CPU first: load_state_dict moves the optimizer's tensors to the parameters' device, so
+    # a checkpoint written on a GPU still loads on a host without one.
+    optim = torch.load(folder / "optim.pt", weights_only=True, map_location="cpu")
     best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
     state = TrainState(
         step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"], best_weights=best,

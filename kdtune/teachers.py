@@ -75,7 +75,8 @@ def ensure_teacher(
         if path.exists():  # a folder without its marker: never valid, rebuild
             shutil.rmtree(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by killed tries (other pids)
+            shutil.rmtree(stale, ignore_errors=True)
         if fetch is not None and fetch(tmp) and is_complete(tmp):
             os.replace(tmp, path)
             shutil.rmtree(resume_path(path), ignore_errors=True)
@@ -132,11 +133,8 @@ def fine_tune(
 
         val: list[float] = []
         ckpt = Path(resume_dir) / f"seed-{seed}" if resume_dir is not None else None
-        state = None
-        if ckpt is not None and has_checkpoint(ckpt):
-            state, meta = load_checkpoint(ckpt, model)
-            losses.extend((step, loss) for step, loss in meta["train_loss"])
-            val.extend(h[spec.metric] for h in state.history)
+        state = resume(ckpt, model, device, losses, val, spec.metric, log) if ckpt is not None else None
+        if state is not None:
             log(f"{where}: resuming from step {state.step} of {n_steps}")
             progress(f"{where}: resuming from step {state.step}/{n_steps}")
 
@@ -148,7 +146,7 @@ def fine_tune(
         def on_eval(step: int, metrics: dict, st, val=val, ckpt=ckpt, model=model, losses=losses) -> None:
             val.append(metrics[spec.metric])
             if ckpt is not None:
-                save_checkpoint(ckpt, model, st, {"train_loss": losses})
+                save_checkpoint(ckpt, model, st, {"train_loss": losses, "device": device.type})
 
         cb = Callbacks(on_log=on_log, on_eval=on_eval)
         # A resumed seed's state carries torch's random state (train restores it). A seed that
@@ -176,6 +174,29 @@ def fine_tune(
     }
     (out / DONE).write_text(json.dumps(info, indent=2))
     return info
+
+
+def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, log: Callable[[str], None] = print):
+    """The TrainState of a seed's checkpoint, its weights loaded into `model` and its loss and
+    validation records into `losses` and `val`; None when there is none to continue from. One
+    written on another kind of device is set aside: its precision (bf16 autocast on a GPU) and
+    random state would make the teacher half one run and half another."""
+    if not has_checkpoint(ckpt):
+        return None
+    fresh = {k: v.detach().clone() for k, v in model.state_dict().items()}  # if loading fails halfway
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text())
+        if meta.get("device", device.type) != device.type:
+            raise ValueError(f"written on {meta['device']}, this run is on {device.type}")
+        state, meta = load_checkpoint(ckpt, model)
+    except Exception as err:  # noqa: BLE001 - unreadable, not ours, any reason: start the seed over
+        model.load_state_dict(fresh)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        log(f"teacher checkpoint {ckpt} not resumed ({err}): training that seed from the start")
+        return None
+    losses.extend((step, loss) for step, loss in meta["train_loss"])
+    val.extend(h[metric] for h in state.history)
+    return state
 
 
 def load_info(path: Path) -> dict:

@@ -71,7 +71,7 @@ def test_sweep_on_two_nodes_logs_everything_to_the_server(tmp_path, cluster, mlf
 
     from kdtune.cli import main
 
-    sweep = micro_sweep(tmp_path / "cluster.yaml", "cluster", "kdtune-cluster",
+    sweep = micro_sweep(tmp_path / "cluster.yaml", "cluster", "kdtune-cluster", {"lr": 5.0e-5},
                         grid={"init": ["teacher", "base", "scratch"], "kd": [False, True]}, max_concurrent=2)
     code = main(["sweep", str(sweep), "--address", cluster.address, "--tracking-uri", mlflow_server["url"],
                  "--storage", str(tmp_path / "store")])

@@ -76,46 +76,77 @@ def test_a_half_written_teacher_is_detected_and_rebuilt(tmp_path, kdtune_cache):
     AutoModelForSequenceClassification.from_pretrained(path)  # loads: the rebuilt one is whole
 
 
-def test_an_interrupted_teacher_resumes_from_its_last_evaluation_bit_for_bit(tmp_path, kdtune_cache):
-    """Two seeds, evaluated every 5 steps; the run stops during seed 2 after its step-10 checkpoint.
-    The next try does not train seed 1 again, continues seed 2 from step 10, and ends with the
-    same teacher, weights and record as a run never interrupted (dropout masks included)."""
+def _teacher_files(path) -> dict:
     from safetensors.torch import load_file
 
+    return load_file(path / "model.safetensors")
+
+
+def test_an_interrupted_teacher_resumes_from_its_last_evaluation_bit_for_bit(tmp_path, kdtune_cache):
+    """Two seeds, evaluated every 5 steps; the run stops during seed 2 after its step-10 checkpoint.
+    The next try does not train seed 1 again (the best seed: its weights come from its checkpoint),
+    continues seed 2 from step 10, and ends with the same teacher, weights and record as a run never
+    interrupted (dropout masks included). A checkpoint that cannot be used (unreadable, or written
+    on another kind of device) is set aside and its seed trained from the start, to the same end."""
     from kdtune.teachers import ensure_teacher, resume_path, teacher_path
 
-    trial = make_trial({**TRIAL, "teacher_max_steps": 20, "teacher_eval_steps": 5, "teacher_seeds": [1, 2]})
-    ref: list = []
-    ensure_teacher(trial, tmp_path / "ref", on_trained=lambda info, f: ref.append(info), log=lambda m: None)
+    def teacher(seeds):
+        trial = make_trial({**TRIAL, "teacher_max_steps": 20, "teacher_eval_steps": 5, "teacher_seeds": seeds})
+        ref: list = []
+        ensure_teacher(trial, tmp_path / f"ref{seeds}", on_trained=lambda info, f: ref.append(info), log=lambda m: None)
+        return trial, ref[0], teacher_path(tmp_path / f"ref{seeds}", trial.teacher_key)
+
+    seeds = [1, 2]
+    trial, ref, ref_path = teacher(seeds)
+    if ref["best_seed"] != seeds[0]:  # order the seeds so that the best one ends before the cut
+        seeds = seeds[::-1]
+        trial, ref, ref_path = teacher(seeds)
+    assert ref["best_seed"] == seeds[0]
+    where = f"teacher {trial.teacher_key}"
 
     class Stop(Exception):
         pass
 
-    def stop_in_seed_2(line: str) -> None:
-        if "seed 2: step 15/" in line:  # logged before step 15's evaluation: the checkpoint is step 10's
+    def stop_in_second_seed(line: str) -> None:
+        if f"seed {seeds[1]}: step 15/" in line:  # logged before step 15's evaluation: the checkpoint is step 10's
             raise Stop
 
-    store = tmp_path / "cut"
-    with pytest.raises(Stop):
-        ensure_teacher(trial, store, log=lambda m: None, progress=stop_in_seed_2)
-    path = teacher_path(store, trial.teacher_key)
-    assert not path.exists()
-    steps = {d.name: json.loads((d / "meta.json").read_text())["step"] for d in resume_path(path).iterdir()}
-    assert steps == {"seed-1": 20, "seed-2": 10}
+    def cut(store):
+        with pytest.raises(Stop):
+            ensure_teacher(trial, store, log=lambda m: None, progress=stop_in_second_seed)
+        path = teacher_path(store, trial.teacher_key)
+        assert not path.exists()
+        steps = {d.name: json.loads((d / "meta.json").read_text())["step"] for d in resume_path(path).iterdir()}
+        assert steps == {f"seed-{seeds[0]}": 20, f"seed-{seeds[1]}": 10}
+        return path
 
-    again, logs, lines = [], [], []
-    ensure_teacher(trial, store, on_trained=lambda info, f: again.append(info), log=logs.append, progress=lines.append)
-    where = f"teacher {trial.teacher_key}"
-    assert f"{where} seed 1: resuming from step 20 of 20" in logs and f"{where} seed 2: resuming from step 10 of 20" in logs
-    trained = [line.split(": step ")[0] + " " + line.split(": step ")[1].split("/")[0] for line in lines if ": step " in line]
-    assert trained == [f"{where} seed 2 15", f"{where} seed 2 20"]  # nothing trained twice
-    assert not resume_path(path).exists()
-    for info in (ref[0], again[0]):
-        info.pop("train_seconds")
-        info.pop("base_path")
-    assert again[0] == ref[0]  # best seed, best scores and steps, every logged training loss
-    mine, theirs = load_file(path / "model.safetensors"), load_file(teacher_path(tmp_path / "ref", trial.teacher_key) / "model.safetensors")
-    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    def finish(store):
+        got, logs, lines = [], [], []
+        ensure_teacher(trial, store, on_trained=lambda info, f: got.append(info), log=logs.append, progress=lines.append)
+        trained = [line.split(": step ")[0] + " " + line.split(": step ")[1].split("/")[0] for line in lines if ": step " in line]
+        path = teacher_path(store, trial.teacher_key)
+        assert not resume_path(path).exists()
+        for info in (ref, got[0]):
+            info.pop("train_seconds", None)
+            info.pop("base_path", None)
+        assert got[0] == ref  # best seed, best scores and steps, every logged training loss
+        mine, theirs = _teacher_files(path), _teacher_files(ref_path)
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+        return logs, trained
+
+    cut(tmp_path / "cut")
+    logs, trained = finish(tmp_path / "cut")
+    assert f"{where} seed {seeds[0]}: resuming from step 20 of 20" in logs
+    assert f"{where} seed {seeds[1]}: resuming from step 10 of 20" in logs
+    assert trained == [f"{where} seed {seeds[1]} 15", f"{where} seed {seeds[1]} 20"]  # nothing trained twice
+
+    path = cut(tmp_path / "spoiled")
+    (resume_path(path) / f"seed-{seeds[0]}" / "optim.pt").write_bytes(b"not a checkpoint")  # after its weights load
+    meta = resume_path(path) / f"seed-{seeds[1]}" / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "device": "cuda"}))
+    logs, trained = finish(tmp_path / "spoiled")
+    assert len([m for m in logs if "not resumed" in m]) == 2 and "written on cuda" in " ".join(logs)
+    assert trained == [f"{where} seed {s} {step}" for s in seeds for step in (5, 10, 15, 20)]  # both from the start
 
 
 def test_trial_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path, kdtune_cache):

@@ -31,7 +31,8 @@ def cluster(kdtune_cache):  # noqa: ARG001 - KDTUNE_CACHE must be set before the
 
 def write_sweep(tmp_path: Path, name: str, cpu: float) -> Path:
     return micro_sweep(tmp_path / f"{name}.yaml", name, "kdtune-resources",
-                       {"teacher_max_steps": 10, "teacher_eval_steps": 10}, resources={"cpu": cpu})
+                       {"lr": 5.0e-5, "log_steps": 50, "teacher_max_steps": 10, "teacher_eval_steps": 10},
+                       resources={"cpu": cpu})
 
 
 def test_a_trial_bigger_than_every_node_exits_2_in_one_line_before_any_work(tmp_path, cluster, capsys):

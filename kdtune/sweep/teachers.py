@@ -44,7 +44,7 @@ def train_teachers(
     """
     import ray
 
-    from kdtune.teachers import is_complete, resume_path, teacher_path
+    from kdtune.teachers import is_complete, teacher_path
 
     needed: dict[str, TrialConfig] = {}
     for t in trials:
@@ -52,8 +52,7 @@ def train_teachers(
             needed.setdefault(t.teacher_key, t)
     if not needed:
         return
-    resuming = sum(resume_path(teacher_path(store, key)).is_dir() for key in needed)
-    say(f"  training {len(needed)} teacher(s) first" + (f" ({resuming} resuming from a checkpoint)" if resuming else ""))
+    say(f"  training {len(needed)} teacher(s) first")  # each task says if it resumes (its node's store)
     board = ray.remote(num_cpus=0)(ProgressBoard).remote()
     task = ray.remote(_teacher_task).options(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
     pending = {task.remote(t.to_dict(), str(store), spec.resources.cpu, tracker, spec.name, board, post_every_s): key
