@@ -55,7 +55,7 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     meta = json.loads((folder / "meta.json").read_text())
     weights = load_file(folder / "model.safetensors")
     prefixes = tuple(f"{name}." for name in parts or {})
-    model.load_state_dict({k: v for k, v in weights.items() if not prefixes or not k.startswith(prefixes)})
+    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith(prefixes)})
     for name, part in (parts or {}).items():
         own = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(f"{name}.")}
         if own:

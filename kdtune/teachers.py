@@ -185,10 +185,9 @@ def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, log:
         return None
     fresh = {k: v.detach().clone() for k, v in model.state_dict().items()}  # if loading fails halfway
     try:
-        meta = json.loads((ckpt / "meta.json").read_text())
+        state, meta = load_checkpoint(ckpt, model)
         if meta.get("device", device.type) != device.type:
             raise ValueError(f"written on {meta['device']}, this run is on {device.type}")
-        state, meta = load_checkpoint(ckpt, model)
     except Exception as err:  # noqa: BLE001 - unreadable, not ours, any reason: start the seed over
         model.load_state_dict(fresh)
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -37,6 +37,7 @@ def run_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
     from kdtune import trial as trial_lib
+    from kdtune.checkpoint import has_checkpoint
     from kdtune.teachers import ensure_teacher
     from kdtune.tracking.teachers import fetch_teacher, log_teacher
     from kdtune.metrics import METRICS
@@ -65,7 +66,7 @@ def run_trial(config: dict[str, Any]) -> None:
         )
         built = trial_lib.build(trial, teacher_dir)
         state = None
-        if (ckpt_dir / "meta.json").is_file():
+        if has_checkpoint(ckpt_dir):
             state, _ = trial_lib.load_checkpoint(ckpt_dir, built)
             evals[0] = len(state.history)
             tracker.set_tags(run_id, {RESUMED_FROM_STEP: state.step})

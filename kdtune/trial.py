@@ -129,11 +129,14 @@ def run(
 
 def save_checkpoint(folder: Path, built: Built, state: TrainState, extra: dict) -> None:
     """The student, its KD projection W (`hidden_match`, when KD has one) and the state, atomically."""
-    parts = {"hidden_match": built.distiller.hidden_match} if built.distiller is not None else None
-    checkpoint.save_checkpoint(folder, built.student, state, extra, parts)
+    checkpoint.save_checkpoint(folder, built.student, state, extra, _parts(built))
 
 
 def load_checkpoint(folder: Path, built: Built) -> tuple[TrainState, dict]:
     """Restore the student (and W) into `built`; return the TrainState to continue from, plus meta."""
-    parts = {"hidden_match": built.distiller.hidden_match} if built.distiller is not None else None
-    return checkpoint.load_checkpoint(folder, built.student, parts)
+    return checkpoint.load_checkpoint(folder, built.student, _parts(built))
+
+
+def _parts(built: Built) -> dict | None:
+    """What a checkpoint stores beside the student: KD's projection W."""
+    return {"hidden_match": built.distiller.hidden_match} if built.distiller is not None else None

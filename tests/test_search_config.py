@@ -251,7 +251,6 @@ def test_summary_counts_finished_failed_and_stopped_and_ranks_by_validation(tmp_
     assert table[1].startswith("| 1 | n/bbb (`bbb`) | 0.6000 | 0.1000 | teacher | 0.0003 |") and len(table) == 3
 
 
-
 def test_the_summary_names_a_sampled_run_without_its_values_even_with_a_slash_in_one(tmp_path):
     from kdtune.config import sampled_values, search_name
     from kdtune.sweep.best import summary_markdown
@@ -264,6 +263,7 @@ def test_the_summary_names_a_sampled_run_without_its_values_even_with_a_slash_in
     assert run.info.run_name.endswith("/lr=0.0001235,data_dir=/data/massive-v1/x")
     row = [line for line in summary_markdown(spec, [run]).splitlines() if line.startswith("| 1 ")][0]
     assert row.startswith(f"| 1 | {trial.run_name} (`aaa`) |")
+
 
 def test_a_config_read_back_from_its_params_has_the_runs_hash(tmp_path):
     from kdtune.config.params import fixed_block, values_from_params

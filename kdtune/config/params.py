@@ -8,6 +8,7 @@ for a sweep file: every field that differs from its default.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -22,6 +23,7 @@ def param_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
+@functools.cache
 def default_params() -> dict[str, str]:
     """Every trial field's default as a run logs it. A run that lacks a field's param predates the
     field, and ran as its default: a field is only added with a default that keeps the old behaviour

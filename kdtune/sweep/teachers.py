@@ -52,7 +52,7 @@ def train_teachers(
             needed.setdefault(t.teacher_key, t)
     if not needed:
         return
-    say(f"  training {len(needed)} teacher(s) first")  # each task says if it resumes (its node's store)
+    say(f"  training {len(needed)} teacher(s) first")
     board = ray.remote(num_cpus=0)(ProgressBoard).remote()
     task = ray.remote(_teacher_task).options(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)
     pending = {task.remote(t.to_dict(), str(store), spec.resources.cpu, tracker, spec.name, board, post_every_s): key
