@@ -19,6 +19,19 @@ def reported_metric(metric: str) -> str:
     return f"val_{metric}"
 
 
+def val_metric(metric: str) -> str:
+    """The MLflow metric a trial logs at every evaluation (its validation curve). Spelled like
+    `reported_metric` today, but a different record: the Ray key may be renamed, this one is in
+    every stored run."""
+    return f"val_{metric}"
+
+
+def heldout_metric(metric: str) -> str:
+    """The MLflow metric a FINISHED trial logs for its best checkpoint's test score; per language
+    it is `heldout_metric(metric) + "/" + language`. (Not named test_*: pytest would collect it.)"""
+    return f"test_{metric}"
+
+
 def best_metric(metric: str) -> str:
     """The MLflow metric a FINISHED trial logs for its best validation score, and the sweep's
     parent run for its best trial so far: the key ranking, `kdtune best` and the report read."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.config import make_trial, sampled_values, search_name, study_key
-from kdtune.metrics import best_metric, reported_metric
+from kdtune.metrics import best_metric, heldout_metric, reported_metric, val_metric
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
     ATTEMPTS, CONFIG_HASH, FAILURE, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE,
@@ -87,7 +87,7 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_metrics(run_id, metrics, step)
 
         def on_eval(step: int, metrics: dict[str, float], st) -> None:
-            val = {f"val_{m}": metrics[m] for m in METRICS}
+            val = {val_metric(m): metrics[m] for m in METRICS}
             tracker.log_metrics(run_id, val, step)
             if step > 0:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
@@ -181,16 +181,16 @@ def log_outcome(tracker: Tracker, run_id: str, outcome, seconds: float) -> None:
     metrics = {"best_step": outcome.best_step, "steps": outcome.steps, "train_seconds": seconds}
     for m in METRICS:
         metrics[best_metric(m)] = outcome.best_val[m]
-        metrics[f"test_{m}"] = outcome.test[m]
+        metrics[heldout_metric(m)] = outcome.test[m]
         metrics[f"teacher_test_{m}"] = outcome.teacher_test[m]
         metrics[f"majority_test_{m}"] = outcome.majority_test[m]
-        metrics.update({f"test_{m}/{lang}": v[m] for lang, v in outcome.test["per_language"].items()})
+        metrics.update({f"{heldout_metric(m)}/{lang}": v[m] for lang, v in outcome.test["per_language"].items()})
     tracker.log_metrics(run_id, metrics, outcome.steps)
     teacher_pl = outcome.teacher_test.get("per_language", {})
     nan = {m: float("nan") for m in METRICS}
     rows = [(lang, *(f"{v[m]:.6f}" for m in METRICS), *(f"{teacher_pl.get(lang, nan)[m]:.6f}" for m in METRICS))
             for lang, v in outcome.test["per_language"].items()]
-    header = ["language", *(f"test_{m}" for m in METRICS), *(f"teacher_test_{m}" for m in METRICS)]
+    header = ["language", *(heldout_metric(m) for m in METRICS), *(f"teacher_test_{m}" for m in METRICS)]
     tracker.log_table_csv(run_id, header, rows, "per_language.csv")
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtune.metrics import best_metric
+from kdtune.metrics import best_metric, heldout_metric
 from kdtune.tracking.query import TrialRecord
 from kdtune.tracking.tags import SAMPLED, SPACE, SWEEP
 
@@ -68,7 +68,7 @@ def top_markdown(group: SearchGroup, k: int = TOP_K) -> str:
     lines = [head, "|---|---|---|---|" + "---|" * len(group.fields)]
     for i, rec in enumerate(group.runs[:k], 1):
         values = group.sampled(rec)
-        test = rec.metrics.get(f"test_{m}")
+        test = rec.metrics.get(heldout_metric(m))
         lines.append(f"| {i} | `{rec.run_id[:8]}` | {group.val(rec):.4f} | {'-' if test is None else f'{test:.4f}'} | "
                      + " | ".join(_cell(values.get(f, "-")) for f in group.fields) + " |")
     return "\n".join(lines)
@@ -78,10 +78,10 @@ def write_csv(group: SearchGroup, path: Path) -> Path:
     m = group.metric
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "run_id", "run_name", best_metric(m), f"test_{m}", *group.fields])
+        writer.writerow(["rank", "run_id", "run_name", best_metric(m), heldout_metric(m), *group.fields])
         for i, rec in enumerate(group.runs, 1):
             values = group.sampled(rec)
-            writer.writerow([i, rec.run_id, rec.run_name, group.val(rec), rec.metrics.get(f"test_{m}", ""),
+            writer.writerow([i, rec.run_id, rec.run_name, group.val(rec), rec.metrics.get(heldout_metric(m), ""),
                              *(values.get(f, "") for f in group.fields)])
     return path
 

@@ -16,7 +16,7 @@ import json
 from collections import Counter
 
 from kdtune.config import SweepSpec, sampled_label
-from kdtune.metrics import best_metric
+from kdtune.metrics import best_metric, heldout_metric
 from kdtune.tracking.tags import (
     BEST_PREFIX, BEST_RUN, EARLY_STOPPED, INTERRUPTED, NOTE, SAMPLED, STOPPED, STOPPED_BY_RAY, SUPERSEDED,
 )
@@ -73,7 +73,7 @@ def summary_markdown(spec: SweepSpec, runs, top: int = TOP) -> str:
               "|---|---|---|---|" + "---|" * len(fields)]
     for i, r in enumerate(best[:top], 1):
         m, p = r.data.metrics, r.data.params
-        test = f"{m[f'test_{metric}']:.4f}" if f"test_{metric}" in m else "-"
+        test = f"{m[heldout_metric(metric)]:.4f}" if heldout_metric(metric) in m else "-"
         cells = [_short(p.get(k, "-")) for k in fields]
         name = r.info.run_name or ""
         if SAMPLED in r.data.tags:  # its values are the columns: drop them from the name

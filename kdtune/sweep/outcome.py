@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kdtune.config import SweepSpec
-from kdtune.metrics import best_metric
+from kdtune.metrics import best_metric, heldout_metric
 from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, INTERRUPTED, STOPPED, STOPPED_BY_RAY, SUPERSEDED
 
 
@@ -83,5 +83,5 @@ def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
             continue
         m = r.data.metrics
         val = f"{m[best_metric(metric)]:.4f}" if best_metric(metric) in m else "-"
-        test = f"{m[f'test_{metric}']:.4f}" if f"test_{metric}" in m else "-"
+        test = f"{m[heldout_metric(metric)]:.4f}" if heldout_metric(metric) in m else "-"
         say(f"{(r.info.run_name or '')[:w]:{w}s} {r.info.status:9s} {val:>12s} {test:>13s}")

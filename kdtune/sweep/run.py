@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kdtune.config import SweepSpec, study_key
-from kdtune.metrics import best_metric, reported_metric
+from kdtune.metrics import best_metric, reported_metric, val_metric
 from kdtune.sweep.outcome import SweepOutcome, print_summary, settle_runs
 from kdtune.sweep.plan import PastRun, plan_search, plan_sweep
 from kdtune.sweep.preflight import preflight
@@ -179,6 +179,6 @@ def past_run(run, metric: str) -> PastRun:
     tags, metrics = run.data.tags, run.data.metrics
     sampled = json.loads(tags[SAMPLED]) if SAMPLED in tags else None
     early = run.info.status == "KILLED" and tags.get(STOPPED) == EARLY_STOPPED
-    score = metrics.get(best_metric(metric)) if run.info.status == "FINISHED" else metrics.get(f"val_{metric}")
+    score = metrics.get(best_metric(metric)) if run.info.status == "FINISHED" else metrics.get(val_metric(metric))
     return PastRun(run.info.run_id, tags.get(CONFIG_HASH, ""), run.info.status, study=tags.get(STUDY, ""),
                    sampled=sampled, score=score, early_stopped=early, superseded=SUPERSEDED in tags)

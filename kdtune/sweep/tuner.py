@@ -172,7 +172,7 @@ class ProgressLines(Callback):
             self.say(f"{self._prefix()} node   {trial_label(trial.config)} runs on {result['node']}")
         extra = f" test {result['test']:.4f}" if "test" in result else ""
         self.say(f"{self._prefix()} eval   {trial_label(trial.config)} step {result.get('step', '?')} "
-                 f"val {metric} {result[f'val_{metric}']:.4f} best {result.get('best_val', float('nan')):.4f}{extra}")
+                 f"val {metric} {result[reported_metric(metric)]:.4f} best {result.get('best_val', float('nan')):.4f}{extra}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
