@@ -4,7 +4,10 @@ A checkpoint folder holds the live weights (`model.safetensors`, extra modules u
 the best weights so far (`best.safetensors`), the optimizer, scheduler and random states
 (`optim.pt`, read back with `weights_only=True`) and `meta.json` (step, best score, evaluation
 history and whatever the caller adds). It is written whole to a temporary folder and renamed into
-place, so a crash mid-write leaves the previous checkpoint.
+place, so a crash mid-write leaves the previous checkpoint. A run that has finished but must stay
+resumable (a teacher seed, until every seed of its teacher is done) slims its checkpoint to the
+best weights and the meta: a resume then has no step left, so reads neither live weights nor
+optimizer, and keeps one model-sized file instead of about four.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kdtune.train import TrainState
+
+FINISHED = "finished"  # meta key of a slimmed checkpoint (slim_checkpoint)
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, state: TrainState, extra: dict,
@@ -44,15 +49,38 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, state: TrainState, ext
     shutil.rmtree(old, ignore_errors=True)
 
 
+def slim_checkpoint(folder: Path) -> None:
+    """Cut a finished run's checkpoint to `best.safetensors` and `meta.json` (marked finished):
+    the live weights and the optimizer state (AdamW's two moments) go. The mark is written first,
+    so a crash halfway leaves a checkpoint that still loads."""
+    folder = Path(folder)
+    if not (folder / "best.safetensors").is_file():  # nothing to stand in for the live weights
+        return
+    meta = json.loads((folder / "meta.json").read_text())
+    tmp = folder / f".meta.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({**meta, FINISHED: True}))
+    os.replace(tmp, folder / "meta.json")
+    for name in ("optim.pt", "model.safetensors"):
+        (folder / name).unlink(missing_ok=True)
+
+
 def has_checkpoint(folder: Path) -> bool:
     return (Path(folder) / "meta.json").is_file()
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module,
                     parts: dict[str, torch.nn.Module] | None = None) -> tuple[TrainState, dict]:
-    """Restore the weights into `model` (and `parts`); return the TrainState to continue from and the meta."""
+    """Restore the weights into `model` (and `parts`); return the TrainState to continue from and the meta.
+
+    A slimmed (finished) checkpoint has no live weights or optimizer: `model` keeps its own, and
+    the state's best weights are what training ends with. Anywhere else a missing file is an error."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
+    if meta.get(FINISHED):
+        best = load_file(folder / "best.safetensors")
+        state = TrainState(step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"],
+                           best_weights=best, history=meta["history"])
+        return state, meta
     weights = load_file(folder / "model.safetensors")
     prefixes = tuple(f"{name}." for name in parts or {})
     model.load_state_dict({k: v for k, v in weights.items() if not k.startswith(prefixes)})

@@ -14,7 +14,7 @@ Resuming: at every evaluation a teacher checkpoints each seed's training state t
 `<store>/teachers/.<key>.resume/seed-<seed>/` (kdtune.checkpoint), so a teacher interrupted by a
 crash, a kill or the end of a working session continues from its last evaluation on the next
 try, bit for bit (kdtune.train), instead of starting over: a teacher can take hours. The folder is
-removed once the teacher is complete.
+removed once the teacher is complete; until then a finished seed keeps only its best weights.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from filelock import FileLock
 
-from kdtune.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from kdtune.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, slim_checkpoint
 from kdtune.config import TeacherSpec, TrialConfig
 from kdtune.inputs import load_splits, teacher_inputs
 from kdtune.runtime import pick_device, seed_everything
@@ -154,6 +154,8 @@ def fine_tune(
         result = train(model, inputs.train_loader, inputs.validation.loader, settings, device, callbacks=cb,
                        state=state)
         log(f"teacher {spec.key} seed {seed}: best val {name} {result.best_score:.4f} at step {result.best_step}")
+        if ckpt is not None:  # kept until the teacher is complete, but only its best weights
+            slim_checkpoint(ckpt)
         seeds.append({"seed": seed, "best_val": result.best_score, "best_step": result.best_step,
                       "steps": result.steps, "train_loss": losses})
         if best is None or result.best_score > best[0]:

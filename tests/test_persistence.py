@@ -118,6 +118,9 @@ def test_an_interrupted_teacher_resumes_from_its_last_evaluation_bit_for_bit(tmp
         assert not path.exists()
         steps = {d.name: json.loads((d / "meta.json").read_text())["step"] for d in resume_path(path).iterdir()}
         assert steps == {f"seed-{seeds[0]}": 20, f"seed-{seeds[1]}": 10}
+        files = {d.name: sorted(f.name for f in d.iterdir()) for d in resume_path(path).iterdir()}
+        assert files == {f"seed-{seeds[0]}": ["best.safetensors", "meta.json"],  # finished: best weights only
+                         f"seed-{seeds[1]}": ["best.safetensors", "meta.json", "model.safetensors", "optim.pt"]}
         return path
 
     def finish(store):
@@ -141,12 +144,46 @@ def test_an_interrupted_teacher_resumes_from_its_last_evaluation_bit_for_bit(tmp
     assert trained == [f"{where} seed {seeds[1]} 15", f"{where} seed {seeds[1]} 20"]  # nothing trained twice
 
     path = cut(tmp_path / "spoiled")
-    (resume_path(path) / f"seed-{seeds[0]}" / "optim.pt").write_bytes(b"not a checkpoint")  # after its weights load
+    (resume_path(path) / f"seed-{seeds[0]}" / "best.safetensors").write_bytes(b"not a checkpoint")
     meta = resume_path(path) / f"seed-{seeds[1]}" / "meta.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "device": "cuda"}))
     logs, trained = finish(tmp_path / "spoiled")
     assert len([m for m in logs if "not resumed" in m]) == 2 and "written on cuda" in " ".join(logs)
     assert trained == [f"{where} seed {s} {step}" for s in seeds for step in (5, 10, 15, 20)]  # both from the start
+
+
+def test_a_slimmed_checkpoint_keeps_the_best_weights_and_nothing_an_unfinished_run_needs(tmp_path):
+    """slim_checkpoint keeps best.safetensors + meta; loading it gives the best weights and no
+    optimizer, and leaves the model's own weights alone. An unfinished checkpoint missing its
+    optimizer file is an error, not a silent fresh optimizer."""
+    from kdtune.checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
+    from kdtune.train import TrainState
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    best = {k: v.detach().clone() + 1 for k, v in model.state_dict().items()}
+    state = TrainState(step=20, best_score=0.5, best_step=10, best_weights=best, optimizer=opt.state_dict(),
+                       scheduler={"last_epoch": 20}, history=[{"step": 10, "macro_f1": 0.5}], rng=None)
+    for name in ("full", "broken", "slim"):
+        save_checkpoint(tmp_path / name, model, state, {"device": "cpu"})
+    (tmp_path / "broken" / "optim.pt").unlink()
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "broken", torch.nn.Linear(4, 3))
+
+    slim_checkpoint(tmp_path / "slim")
+    assert sorted(f.name for f in (tmp_path / "slim").iterdir()) == ["best.safetensors", "meta.json"]
+    other = torch.nn.Linear(4, 3)
+    own = {k: v.clone() for k, v in other.state_dict().items()}
+    got, meta = load_checkpoint(tmp_path / "slim", other)
+    assert meta["device"] == "cpu" and (got.step, got.best_score, got.best_step) == (20, 0.5, 10)
+    assert got.optimizer is None and got.history == state.history
+    assert all(torch.equal(got.best_weights[k], best[k]) for k in best)
+    assert all(torch.equal(other.state_dict()[k], own[k]) for k in own)  # untouched: train loads the best at its end
+    full, _ = load_checkpoint(tmp_path / "full", torch.nn.Linear(4, 3))
+    assert full.optimizer is not None  # an unslimmed one still resumes mid-training
 
 
 def test_trial_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path, kdtune_cache):
