@@ -72,12 +72,15 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
                     parts: dict[str, torch.nn.Module] | None = None) -> tuple[TrainState, dict]:
     """Restore the weights into `model` (and `parts`); return the TrainState to continue from and the meta.
 
-    A slimmed (finished) checkpoint has no live weights or optimizer: `model` keeps its own, and
-    the state's best weights are what training ends with. Anywhere else a missing file is an error."""
+    A slimmed (finished) checkpoint has no live weights or optimizer: its best weights go into
+    `model` (what training ends with anyway; loading them here checks that they fit). Anywhere
+    else a missing file is an error."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     if meta.get(FINISHED):
+        assert not parts, "only teachers, which have no extra parts, slim their checkpoints"
         best = load_file(folder / "best.safetensors")
+        model.load_state_dict(best)
         state = TrainState(step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"],
                            best_weights=best, history=meta["history"])
         return state, meta

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from filelock import FileLock
 
-from kdtune.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, slim_checkpoint
+from kdtune.checkpoint import FINISHED, has_checkpoint, load_checkpoint, save_checkpoint, slim_checkpoint
 from kdtune.config import TeacherSpec, TrialConfig
 from kdtune.inputs import load_splits, teacher_inputs
 from kdtune.runtime import pick_device, seed_everything
@@ -133,7 +133,7 @@ def fine_tune(
 
         val: list[float] = []
         ckpt = Path(resume_dir) / f"seed-{seed}" if resume_dir is not None else None
-        state = resume(ckpt, model, device, losses, val, spec.metric, log) if ckpt is not None else None
+        state = resume(ckpt, model, device, losses, val, spec.metric, n_steps, log) if ckpt is not None else None
         if state is not None:
             log(f"{where}: resuming from step {state.step} of {n_steps}")
             progress(f"{where}: resuming from step {state.step}/{n_steps}")
@@ -178,11 +178,14 @@ def fine_tune(
     return info
 
 
-def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, log: Callable[[str], None] = print):
+def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, n_steps: int,
+           log: Callable[[str], None] = print):
     """The TrainState of a seed's checkpoint, its weights loaded into `model` and its loss and
     validation records into `losses` and `val`; None when there is none to continue from. One
     written on another kind of device is set aside: its precision (bf16 autocast on a GPU) and
-    random state would make the teacher half one run and half another."""
+    random state would make the teacher half one run and half another. So is one whose step does
+    not fit this seed's `n_steps` (past it, or finished short of it: it would go on training from
+    weights that are not its live ones)."""
     if not has_checkpoint(ckpt):
         return None
     fresh = {k: v.detach().clone() for k, v in model.state_dict().items()}  # if loading fails halfway
@@ -190,6 +193,8 @@ def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, log:
         state, meta = load_checkpoint(ckpt, model)
         if meta.get("device", device.type) != device.type:
             raise ValueError(f"written on {meta['device']}, this run is on {device.type}")
+        if state.step > n_steps or (meta.get(FINISHED) and state.step != n_steps):
+            raise ValueError(f"at step {state.step}{' (finished)' * bool(meta.get(FINISHED))}, this seed has {n_steps}")
     except Exception as err:  # noqa: BLE001 - unreadable, not ours, any reason: start the seed over
         model.load_state_dict(fresh)
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -153,9 +153,9 @@ def test_an_interrupted_teacher_resumes_from_its_last_evaluation_bit_for_bit(tmp
 
 
 def test_a_slimmed_checkpoint_keeps_the_best_weights_and_nothing_an_unfinished_run_needs(tmp_path):
-    """slim_checkpoint keeps best.safetensors + meta; loading it gives the best weights and no
-    optimizer, and leaves the model's own weights alone. An unfinished checkpoint missing its
-    optimizer file is an error, not a silent fresh optimizer."""
+    """slim_checkpoint keeps best.safetensors + meta; loading it gives the best weights (in the
+    state and in the model) and no optimizer. An unfinished checkpoint missing its optimizer file
+    is an error, not a silent fresh optimizer."""
     from kdtune.checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
     from kdtune.train import TrainState
 
@@ -176,14 +176,26 @@ def test_a_slimmed_checkpoint_keeps_the_best_weights_and_nothing_an_unfinished_r
     slim_checkpoint(tmp_path / "slim")
     assert sorted(f.name for f in (tmp_path / "slim").iterdir()) == ["best.safetensors", "meta.json"]
     other = torch.nn.Linear(4, 3)
-    own = {k: v.clone() for k, v in other.state_dict().items()}
     got, meta = load_checkpoint(tmp_path / "slim", other)
     assert meta["device"] == "cpu" and (got.step, got.best_score, got.best_step) == (20, 0.5, 10)
     assert got.optimizer is None and got.history == state.history
     assert all(torch.equal(got.best_weights[k], best[k]) for k in best)
-    assert all(torch.equal(other.state_dict()[k], own[k]) for k in own)  # untouched: train loads the best at its end
+    assert all(torch.equal(other.state_dict()[k], best[k]) for k in best)
+    with pytest.raises(RuntimeError):  # weights that do not fit fail here, where a resume sets them aside
+        load_checkpoint(tmp_path / "slim", torch.nn.Linear(4, 5))
     full, _ = load_checkpoint(tmp_path / "full", torch.nn.Linear(4, 3))
     assert full.optimizer is not None  # an unslimmed one still resumes mid-training
+
+    # A teacher seed's resume takes a finished checkpoint only at its own last step: one finished
+    # short of it would go on training from the best weights as if they were the live ones.
+    from kdtune.teachers import resume
+
+    fresh = torch.nn.Linear(4, 3)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    logs: list = []
+    assert resume(tmp_path / "slim", fresh, torch.device("cpu"), [], [], "macro_f1", 30, logs.append) is None
+    assert "not resumed (at step 20 (finished), this seed has 30)" in logs[0] and not (tmp_path / "slim").exists()
+    assert all(torch.equal(fresh.state_dict()[k], before[k]) for k in before)  # its own weights put back
 
 
 def test_trial_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path, kdtune_cache):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kdtune.report import figures, render, search
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
-from kdtune.metrics import METRICS
+from kdtune.metrics import METRICS, heldout_metric
 from kdtune.report.records import LEGACY_NAMES, USED_STATUS, init_label, project
 from kdtune.report.tables import Table, all_tables
 from kdtune.tracking.query import TrialRecord
@@ -277,7 +277,7 @@ def _markdown(
         lines += ["<details><summary>Per-language table</summary>", "", render.language_markdown(lang_table), "",
                   "</details>", ""]
     if not any(lt.values for lt in result.languages):
-        lines += [f"## Per-language test {words}", "", f"No run of the chosen group logged `test_{result.metric}/<language>` metrics "
+        lines += [f"## Per-language test {words}", "", f"No run of the chosen group logged `{heldout_metric(result.metric)}/<language>` metrics "
                   f"({_filter_text(result.languages_filter)}).", ""]
 
     if result.warnings:
