@@ -193,8 +193,9 @@ def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, n_st
         state, meta = load_checkpoint(ckpt, model)
         if meta.get("device", device.type) != device.type:
             raise ValueError(f"written on {meta['device']}, this run is on {device.type}")
-        if state.step > n_steps or (meta.get(FINISHED) and state.step != n_steps):
-            raise ValueError(f"at step {state.step}{' (finished)' * bool(meta.get(FINISHED))}, this seed has {n_steps}")
+        finished = bool(meta.get(FINISHED))
+        if state.step > n_steps or (finished and state.step != n_steps):
+            raise ValueError(f"at step {state.step}{' (finished)' if finished else ''}, this seed has {n_steps}")
     except Exception as err:  # noqa: BLE001 - unreadable, not ours, any reason: start the seed over
         model.load_state_dict(fresh)
         shutil.rmtree(ckpt, ignore_errors=True)

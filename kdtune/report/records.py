@@ -31,6 +31,7 @@ from typing import Callable, Iterable
 
 from kdtune.config import INITS as INIT_ORDER  # the paper's order: teacher, base, scratch
 from kdtune.config.params import default_params
+from kdtune.metrics import heldout_metric
 from kdtune.report.paper import PAPER_DATASETS
 from kdtune.tracking.query import TrialRecord
 
@@ -61,7 +62,7 @@ def project(records: Iterable[TrialRecord], metric: str) -> list[TrialRecord]:
                 if name in m:
                     extra[neutral] = m[name]
                     break
-        for prefix in (f"test_{metric}/", f"test_{legacy}/"):
+        for prefix in (f"{heldout_metric(metric)}/", f"{heldout_metric(legacy)}/"):
             langs = {k[len(prefix):]: v for k, v in m.items() if k.startswith(prefix)}
             if langs:
                 extra.update({LANG_SCORE + lang: v for lang, v in langs.items()})
