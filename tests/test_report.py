@@ -17,11 +17,24 @@ from pathlib import Path
 import pytest
 
 from kdtune.cli import main
+from kdtune.tracking.runs import Tracker
+from kdtune.tracking.teachers import log_teacher
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 EXPERIMENT = "report-test"
+TEACHERS = [  # two trained teachers as kdtune.teachers.train returns them (a third run never finishes)
+    {"key": "a" * 64, "fields": {"dataset": "massive", "partition": "all", "languages": "all", "epochs": 2.0,
+                                 "lr": 3e-4, "seeds": [1, 2], "metric": "macro_f1"},
+     "metric": "macro_f1", "best_seed": 2, "best_val": 0.7913,
+     "seeds": [{"seed": 1, "best_val": 0.7712, "train_loss": [(1, 4.1), (2, 3.9)]},
+               {"seed": 2, "best_val": 0.7913, "train_loss": [(1, 4.0)]}], "train_seconds": 754.0},
+    {"key": "b" * 64, "fields": {"dataset": "massive", "partition": "seen", "languages": "all", "epochs": 4.0,
+                                 "lr": 3e-4, "seeds": [1], "metric": "micro_f1"},
+     "metric": "micro_f1", "best_seed": 1, "best_val": 0.6511,
+     "seeds": [{"seed": 1, "best_val": 0.6511, "train_loss": []}], "train_seconds": 90.0},
+]
 SEED_OFFSET = {1: 0.011, 2: -0.007, 3: 0.023, 4: 0.0}
 INIT_BASE = {"teacher": 0.70, "base": 0.64, "scratch": 0.41}
 LANGS = {"en-US": 0.10, "de-DE": 0.04, "am-ET": -0.12, "sw-KE": -0.20}
@@ -123,10 +136,12 @@ def write_experiment(uri: str, artifacts: Path, specs: list[Spec]) -> dict:
     now = int(time.time() * 1000)
     sweep = client.create_run(exp_id, run_name="sweep", tags={"kdtune.kind": "sweep", "kdtune.sweep": "test"})
     client.set_terminated(sweep.info.run_id, "FINISHED")
-    teacher = client.create_run(exp_id, run_name="teacher", tags={"kdtune.kind": "teacher"})
-    client.log_batch(teacher.info.run_id, metrics=[Metric("test_f1", 0.99, now, 0)],
-                     params=[Param("dataset", "massive"), Param("train_partition", "all")])
-    client.set_terminated(teacher.info.run_id, "FINISHED")
+    tracker = Tracker.open(uri, EXPERIMENT)
+    for info in TEACHERS:  # logged the way the sweep logs a trained teacher
+        log_teacher(tracker, info["key"], info, artifacts, "test")
+    unfinished = client.create_run(exp_id, run_name="teacher/massive/english/crashed", tags={"kdtune.kind": "teacher"})
+    client.log_batch(unfinished.info.run_id, metrics=[Metric("best_val_macro_f1", 0.5, now, 0)],
+                     params=[Param("dataset", "massive"), Param("partition", "english")])
     for i, spec in enumerate(specs):
         name = f"{spec.dataset}/{spec.init}/h{spec.hidden}/{'kd' if spec.kd else 'nokd'}/{spec.train}/f{spec.fraction}/s{spec.seed}"
         run = client.create_run(exp_id, run_name=name, start_time=now + i,
@@ -187,6 +202,22 @@ def _check(row: dict, values: list[float]) -> None:
         assert row["std"] == "", row
 
 
+def test_teachers_table(report):
+    """teachers.csv and the Teachers section list each FINISHED teacher run once, with its own
+    selection metric's best validation score (not the students' teacher-test score)."""
+    rows = _rows(report["out"] / "teachers.csv")
+    assert [r["teacher_key"] for r in rows] == ["a" * 64, "b" * 64]  # sorted by partition; RUNNING one left out
+    for row, info in zip(rows, TEACHERS):
+        assert float(row["best_val"]) == pytest.approx(info["best_val"])
+        assert row["metric"] == info["metric"] and row["best_seed"] == str(info["best_seed"])
+        assert row["partition"] == info["fields"]["partition"] and float(row["epochs"]) == info["fields"]["epochs"]
+        assert float(row["train_minutes"]) == pytest.approx(info["train_seconds"] / 60, abs=0.05)
+    text = (report["out"] / "report.md").read_text()
+    section = text.split("## Teachers", 1)[1].split("\n## ", 1)[0]
+    assert "| 79.1 | macro_f1 | 12.6 |" in section and "| 65.1 | micro_f1 | 1.5 |" in section
+    assert "crashed" not in section and "[teachers.csv](teachers.csv)" in section
+
+
 def _find(rows: list[dict], **where) -> dict:
     found = [r for r in rows if all(r[k] == v for k, v in where.items())]
     assert len(found) == 1, (where, found)
@@ -198,7 +229,7 @@ def test_report_exit_code_and_files(report):
     out = report["out"]
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "table2.csv", "table3.csv", "table5.csv", "figure2.png", "figure2.csv", "figure3.png",
-            "languages_massive.png", "languages_massive.csv"} <= names
+            "languages_massive.png", "languages_massive.csv", "teachers.csv"} <= names
     assert "table4.csv" not in names  # no run matches Table 4
     assert report["seconds"] < 60
 

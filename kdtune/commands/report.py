@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri=uri,
         languages_filter=languages_filter,
         metric=args.metric,
+        teachers=query.fetch_runs(uri, experiments, kind="teacher"),
     )
     for warning in result.warnings:
         print(f"kdtune: warning: {warning}", file=sys.stderr)

@@ -8,6 +8,7 @@ Files (only those of the requested formats; earlier report files of these names 
 are removed first so a stale figure is never shipped):
   report.md, table2.csv ... table5.csv, figure2.csv, figure2.png, figure3.png,
   languages_<dataset>.csv, languages_<dataset>.png, runs.csv (every FINISHED trial, both F1s),
+  teachers.csv (every FINISHED teacher run: its setting and best validation score),
   and for each sweep that sampled fields: search_<sweep>.csv and .png (kdtune/report/search.py)
 
 Every table, figure and language table compares one `metric` (`macro_f1`, the default, or
@@ -23,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtune.report import figures, render, search
+from kdtune.report import figures, render, search, teachers as teacher_table
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
 from kdtune.metrics import METRICS, heldout_metric
 from kdtune.report.records import LEGACY_NAMES, USED_STATUS, init_label, project
@@ -31,7 +32,7 @@ from kdtune.report.tables import Table, all_tables
 from kdtune.tracking.query import TrialRecord
 
 FORMATS = ("md", "csv", "png")
-OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv",
+OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv", "teachers.csv",
              "search_*.csv", "search_*.png")
 METRIC_WORDS = {"macro_f1": "macro-F1", "micro_f1": "micro-F1 (= accuracy)"}
 FIGURE_CONTEXT = "KD; train, test and teacher data: all languages; full-width students"
@@ -87,8 +88,10 @@ def build_report(
     tracking_uri: str = "",
     languages_filter: dict[str, str] | None = None,
     metric: str = "macro_f1",
+    teachers: list[TrialRecord] | None = None,
 ) -> ReportResult:
-    """Write the report for `records` (trial runs of any status) into `out`, comparing `metric`."""
+    """Write the report for `records` (trial runs of any status) into `out`, comparing `metric`;
+    `teachers` (teacher runs of the same experiments) fill the Teachers section and teachers.csv."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _clean(out)
@@ -98,6 +101,7 @@ def build_report(
     result.tables = all_tables(used)
     result.languages_filter = dict(languages_filter or DEFAULT_FILTER)
     result.languages = language_tables(used, result.languages_filter)
+    teacher_rows = teacher_table.teacher_rows(teachers or [])
 
     metric_name = METRIC_WORDS[metric].split(" ")[0]
     want_png = "png" in formats
@@ -137,6 +141,8 @@ def build_report(
                 )
         if used:
             result.files.append(_write_runs_csv(used, out / "runs.csv"))
+        if teacher_rows:
+            result.files.append(teacher_table.write_csv(teacher_rows, out / "teachers.csv"))
 
     searched = []  # (group, png, csv) of each sweep that sampled fields
     for group in search.search_groups(used, metric):
@@ -146,7 +152,8 @@ def build_report(
         searched.append((group, png, table))
 
     if "md" in formats:
-        text = _markdown(result, used, fig2_data, fig3_groups, fig_paths, experiments or [], tracking_uri, formats)
+        text = _markdown(result, used, fig2_data, fig3_groups, fig_paths, experiments or [], tracking_uri, formats,
+                         teacher_table.markdown(teacher_rows, "csv" in formats))
         if searched:
             head, warn, tail = text.partition("## Warnings")
             text = head.rstrip() + "\n\n" + "\n".join(line for g in searched for line in search.section(*g)) + \
@@ -194,6 +201,7 @@ def _markdown(
     experiments: list[str],
     tracking_uri: str,
     formats: tuple[str, ...],
+    teacher_lines: list[str],
 ) -> str:
     counts = result.status_counts
     skipped = {s: n for s, n in sorted(counts.items()) if s != USED_STATUS}
@@ -237,6 +245,7 @@ def _markdown(
         lines.append("")
 
     words = METRIC_WORDS[result.metric]
+    lines += teacher_lines
     lines += [f"## Figure 2: test {words} against the amount of training data", ""]
     if fig_paths.get("figure2"):
         lines += [f"![Figure 2: test {words} against training data fraction]({fig_paths['figure2'].name})", ""]
