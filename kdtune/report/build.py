@@ -32,8 +32,8 @@ from kdtune.report.tables import Table, all_tables
 from kdtune.tracking.query import TrialRecord
 
 FORMATS = ("md", "csv", "png")
-OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv", "teachers.csv",
-             "search_*.csv", "search_*.png")
+OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv",
+             "teachers.csv", "search_*.csv", "search_*.png")
 METRIC_WORDS = {"macro_f1": "macro-F1", "micro_f1": "micro-F1 (= accuracy)"}
 FIGURE_CONTEXT = "KD; train, test and teacher data: all languages; full-width students"
 INTRO = (
