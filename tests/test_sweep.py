@@ -177,6 +177,7 @@ def test_force_supersedes_the_finished_run_and_trains_the_trial_again_in_a_new_r
 def test_the_report_reads_what_the_sweep_tracked(env, first_run, tmp_path):
     """The contract between the tracker and the report: Table 2 from the real runs of the sweep."""
     import csv
+    import json
 
     from kdtune.cli import main
 
@@ -194,6 +195,12 @@ def test_the_report_reads_what_the_sweep_tracked(env, first_run, tmp_path):
         assert cell["n"] == "1" and float(cell["mean"]) == pytest.approx(100 * r.data.metrics["test_macro_f1"], abs=1e-6)
     (teacher,) = [c for c in rows if c["init"] == "teacher_model" and c["setting"] == "NON-KD"]
     assert float(teacher["mean"]) == pytest.approx(100 * trials[0].data.metrics["teacher_test_macro_f1"], abs=1e-6)
+    # teachers.csv: the sweep's one teacher, its best validation score as teachers.train wrote it
+    (info,) = [json.loads(p.read_text()) for p in (env["store"] / "teachers").glob("*/teacher.json")]
+    with open(out / "teachers.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["teacher_key"] == info["key"] and row["best_seed"] == str(info["best_seed"])
+    assert float(row["best_val"]) == pytest.approx(info["best_val"], abs=1e-6)
 
 
 def test_the_demo_sweep_file_runs_end_to_end(env, tmp_path):
