@@ -238,3 +238,23 @@ def test_a_second_driver_of_a_running_sweep_exits_2_and_changes_nothing(tmp_path
         holder.wait()
     # its driver gone, the same lease is dead: the next driver takes over at once
     assert live_holder("RUNNING", after.data.tags, now=time.time(), host=socket.gethostname(), pid=0) is None
+
+
+def test_sigterm_before_the_trials_run_exits_130_with_a_resume_line(monkeypatch, capsys):
+    """A SIGTERM while presets build or teachers train (before Tune's graceful stop is in place)
+    ends the command with the resume line and exit code 130, not a KeyboardInterrupt traceback."""
+    import signal
+    import time
+
+    import kdtune.sweep
+
+    def stopped_in_the_teacher_stage(spec, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # what `kill` or a batch scheduler sends
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the sweep")
+
+    monkeypatch.setattr(kdtune.sweep, "run_sweep", stopped_in_the_teacher_stage)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["sweep", str(Path(__file__).resolve().parents[1] / "sweeps" / "demo.yaml")]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -40,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = run_sweep(spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address,
                             rerun_failed=args.rerun_failed, force=args.force)
+    except KeyboardInterrupt:
+        # Stopped outside Tune's graceful stop (building presets, training teachers, or a second
+        # Ctrl-C): teachers keep their last evaluation's checkpoint, trials resume as after a crash.
+        print("\nsweep interrupted: run the same command again to resume", flush=True)
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"\nparent run {outcome.parent_run_id}: {outcome.finished} finished, {outcome.failed} failed, "
