@@ -7,6 +7,7 @@ Ray workers inherit the environment of the Ray started here, so the fault-inject
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -186,12 +187,16 @@ def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, 
     sweep = reliability_sweep(tmp_path / "s.yaml", "asha", [1], max_concurrent=1,
                               scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 10})
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    on_sigint = signal.getsignal(signal.SIGINT)
     code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns"),
                  "--set", "grid.lr=[3.0e-3, 1.0e-9, 2.0e-9]", "--set", "fixed.epochs=3",
                  # not the default: ASHA must compare val_micro_f1 (Ray fails a trial whose results
                  # lack the scheduler's metric)
                  "--set", "fixed.metric=micro_f1"])
     assert code == 0
+    # Tune's Ctrl-C handler does not outlive the sweep: a later Ctrl-C or SIGTERM in this process
+    # must stop what runs then, not flag the finished Tune run
+    assert signal.getsignal(signal.SIGINT) is on_sigint
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("kdtune-reliability")
     trials = client.search_runs([exp.experiment_id], "tags.`kdtune.sweep` = 'asha' and tags.`kdtune.kind` = 'trial'")
@@ -243,7 +248,6 @@ def test_a_second_driver_of_a_running_sweep_exits_2_and_changes_nothing(tmp_path
 def test_sigterm_before_the_trials_run_exits_130_with_a_resume_line(monkeypatch, capsys):
     """A SIGTERM while presets build or teachers train (before Tune's graceful stop is in place)
     ends the command with the resume line and exit code 130, not a KeyboardInterrupt traceback."""
-    import signal
     import time
 
     import kdtune.sweep

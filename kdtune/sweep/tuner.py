@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -104,7 +105,25 @@ def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, st
             verbose=0,
         ),
     )
-    return tuner.fit()
+    with signal_handlers_restored():
+        return tuner.fit()
+
+
+@contextmanager
+def signal_handlers_restored():
+    """Put back the SIGINT and SIGUSR1 handlers Ray Tune installs for `fit` and leaves behind when
+    no stop came: in a long-lived process (a notebook, a script running sweeps one after another)
+    a later Ctrl-C or SIGTERM would reach that stale handler, which only flags a finished run, and
+    the process would carry on."""
+    saved = {}
+    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+        saved = {n: signal.getsignal(n) for n in (signal.SIGINT, getattr(signal, "SIGUSR1", None)) if n}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(signum, handler)
 
 
 class BestOnParent(Callback):
