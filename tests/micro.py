@@ -8,6 +8,7 @@ behaviour depends on; a grid or space value replaces the fixed one, as in any sw
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,3 +74,28 @@ def in_flight_checkpoints(store: Path, uri: str, experiment: str) -> dict[str, i
         except (OSError, ValueError):  # replaced while read: the next poll sees it
             continue
     return {h: step for h, step in steps.items() if h in running and step > 0}
+
+
+def wait_until_settled(folder: Path, quiet_s: float = 2.0, timeout_s: float = 120.0) -> None:
+    """Wait until no file under `folder` has changed for `quiet_s` seconds. After a driver is
+    SIGKILLed, its Ray workers outlive it for a moment and may still write (an MLflow metric, a
+    checkpoint's temporary file): what a user who moves the folder afterwards would not race."""
+    def snapshot():
+        files = {}
+        for p in folder.rglob("*"):
+            try:
+                st = p.stat()
+            except OSError:  # vanished while listed: still changing
+                return None
+            files[str(p)] = (st.st_size, st.st_mtime_ns)
+        return files
+
+    deadline, last, quiet_since = time.monotonic() + timeout_s, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = snapshot()
+        if now is None or now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{folder} still changing after {timeout_s:.0f} s")

@@ -9,6 +9,7 @@ test_crash_resume.py, so this module starts no Ray of its own.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,15 +62,17 @@ def test_an_optuna_search_killed_and_resumed_ends_with_num_samples_distinct_fini
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    micro.wait_until_settled(store)
+    finished_before = [r for r in trial_runs(uri) if r.info.status == "FINISHED"]
     resumable = in_flight(store, uri)
     assert len(finished_before) >= 2 and resumable
     before = {r.info.run_id: r for r in trial_runs(uri)}
 
     # Another folder for Ray's results: the search must not need Ray's experiment state to resume
-    # (teachers and trial checkpoints are content-keyed; here they are copied along, as a move would).
+    # (teachers and trial checkpoints are content-keyed; here they are copied along, as a move
+    # would). The MLflow store stays where it is (--tracking-uri is unchanged).
     moved = tmp_path / "moved"
-    subprocess.run(["cp", "-r", str(store), str(moved)], check=True)
-    subprocess.run(["rm", "-rf", str(moved / "ray")], check=True)
+    shutil.copytree(store, moved, ignore=shutil.ignore_patterns("ray", "mlflow.db*"))
     # Another seed too: the interrupted trial must come back from MLflow, not from replaying the
     # seeded sampler (with the same seed and history TPE would suggest it again by itself).
     second = subprocess.run([*cmd(moved), "--set", "search.seed=1"], capture_output=True, text=True, env=env,
