@@ -8,8 +8,10 @@ behaviour depends on; a grid or space value replaces the fixed one, as in any sw
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import yaml
@@ -81,14 +83,10 @@ def wait_until_settled(folder: Path, quiet_s: float = 2.0, timeout_s: float = 12
     SIGKILLed, its Ray workers outlive it for a moment and may still write (an MLflow metric, a
     checkpoint's temporary file): what a user who moves the folder afterwards would not race."""
     def snapshot():
-        files = {}
-        for p in folder.rglob("*"):
-            try:
-                st = p.stat()
-            except OSError:  # vanished while listed: still changing
-                return None
-            files[str(p)] = (st.st_size, st.st_mtime_ns)
-        return files
+        try:
+            return {str(p): (st.st_size, st.st_mtime_ns) for p in folder.rglob("*") for st in [p.stat()]}
+        except OSError:  # a file or folder vanished while listed: still changing
+            return None
 
     deadline, last, quiet_since = time.monotonic() + timeout_s, None, time.monotonic()
     while time.monotonic() < deadline:
@@ -99,3 +97,37 @@ def wait_until_settled(folder: Path, quiet_s: float = 2.0, timeout_s: float = 12
             return
         time.sleep(0.5)
     raise AssertionError(f"{folder} still changing after {timeout_s:.0f} s")
+
+
+def kill_tree(root: int, timeout_s: float = 60.0) -> None:
+    """SIGKILL a process and everything under it (listed before the kill: orphans are reparented),
+    and wait until they are gone. Ray's workers are the raylet's children: one left alive after
+    its driver would go on writing to the store."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")"
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    for pid in tree:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with suppress(ProcessLookupError, PermissionError):  # and its process group, when it leads one
+        os.killpg(root, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(map(running, tree)):
+        time.sleep(0.2)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed process stays one until its parent, or init, reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -187,7 +187,7 @@ def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, 
     sweep = reliability_sweep(tmp_path / "s.yaml", "asha", [1], max_concurrent=1,
                               scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2, "max_t": 10})
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    on_sigint = signal.getsignal(signal.SIGINT)
+    on_sigint, on_sigusr1 = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
     code = main(["sweep", str(sweep), "--tracking-uri", uri, "--storage", str(tmp_path / "mlruns"),
                  "--set", "grid.lr=[3.0e-3, 1.0e-9, 2.0e-9]", "--set", "fixed.epochs=3",
                  # not the default: ASHA must compare val_micro_f1 (Ray fails a trial whose results
@@ -196,7 +196,7 @@ def test_asha_early_stops_hopeless_trials_and_marks_their_runs_killed(tmp_path, 
     assert code == 0
     # Tune's Ctrl-C handler does not outlive the sweep: a later Ctrl-C or SIGTERM in this process
     # must stop what runs then, not flag the finished Tune run
-    assert signal.getsignal(signal.SIGINT) is on_sigint
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)) == (on_sigint, on_sigusr1)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("kdtune-reliability")
     trials = client.search_runs([exp.experiment_id], "tags.`kdtune.sweep` = 'asha' and tags.`kdtune.kind` = 'trial'")

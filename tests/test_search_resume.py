@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +60,7 @@ def test_an_optuna_search_killed_and_resumed_ends_with_num_samples_distinct_fini
         assert proc.poll() is None, f"the search ended before it could be killed:\n{log.read_text()[-3000:]}"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            micro.kill_tree(proc.pid)
         proc.wait()
     micro.wait_until_settled(store)
     finished_before = [r for r in trial_runs(uri) if r.info.status == "FINISHED"]
@@ -72,7 +72,8 @@ def test_an_optuna_search_killed_and_resumed_ends_with_num_samples_distinct_fini
     # (teachers and trial checkpoints are content-keyed; here they are copied along, as a move
     # would). The MLflow store stays where it is (--tracking-uri is unchanged).
     moved = tmp_path / "moved"
-    shutil.copytree(store, moved, ignore=shutil.ignore_patterns("ray", "mlflow.db*"))
+    shutil.copytree(store, moved, ignore=lambda folder, names: {"ray", "mlflow.db", "mlflow.db-journal"} & set(names)
+                    if Path(folder) == store else ())
     # Another seed too: the interrupted trial must come back from MLflow, not from replaying the
     # seeded sampler (with the same seed and history TPE would suggest it again by itself).
     second = subprocess.run([*cmd(moved), "--set", "search.seed=1"], capture_output=True, text=True, env=env,
