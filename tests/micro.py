@@ -78,27 +78,6 @@ def in_flight_checkpoints(store: Path, uri: str, experiment: str) -> dict[str, i
     return {h: step for h, step in steps.items() if h in running and step > 0}
 
 
-def wait_until_settled(folder: Path, quiet_s: float = 2.0, timeout_s: float = 120.0) -> None:
-    """Wait until no file under `folder` has changed for `quiet_s` seconds. After a driver is
-    SIGKILLed, its Ray workers outlive it for a moment and may still write (an MLflow metric, a
-    checkpoint's temporary file): what a user who moves the folder afterwards would not race."""
-    def snapshot():
-        try:
-            return {str(p): (st.st_size, st.st_mtime_ns) for p in folder.rglob("*") for st in [p.stat()]}
-        except OSError:  # a file or folder vanished while listed: still changing
-            return None
-
-    deadline, last, quiet_since = time.monotonic() + timeout_s, None, time.monotonic()
-    while time.monotonic() < deadline:
-        now = snapshot()
-        if now is None or now != last:
-            last, quiet_since = now, time.monotonic()
-        elif time.monotonic() - quiet_since >= quiet_s:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{folder} still changing after {timeout_s:.0f} s")
-
-
 def kill_tree(root: int, timeout_s: float = 60.0) -> None:
     """SIGKILL a process and everything under it (listed before the kill: orphans are reparented),
     and wait until they are gone. Ray's workers are the raylet's children: one left alive after

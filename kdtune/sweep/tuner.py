@@ -26,6 +26,10 @@ from kdtune.metrics import reported_metric
 from kdtune.trainable import DIVERGED, EVALS, run_trial
 
 
+# what Ray Tune's `fit` installs handlers for (ray/tune/tune.py, _setup_signal_catching)
+TUNE_SIGNALS = (signal.SIGINT, *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else []))
+
+
 def init_ray(address: str | None, store: Path) -> None:
     import ray
 
@@ -33,12 +37,8 @@ def init_ray(address: str | None, store: Path) -> None:
         return
     # ray.init installs Ray's own SIGTERM handler (it logs a stack and exits), replacing the one
     # the sweep command set (stop cleanly, like Ctrl-C): put the caller's back afterwards.
-    on_sigterm = signal.getsignal(signal.SIGTERM)
-    try:
+    with signal_handlers_restored(signal.SIGTERM):
         _init(address)
-    finally:
-        if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
-            signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _init(address: str | None) -> None:
@@ -105,19 +105,19 @@ def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, st
             verbose=0,
         ),
     )
-    with signal_handlers_restored():
+    # Tune installs SIGINT and SIGUSR1 handlers for `fit` and leaves them behind when no stop came:
+    # in a long-lived process (a notebook, a script running sweeps one after another) a later
+    # Ctrl-C or SIGTERM would reach that stale handler, which only flags a finished run.
+    with signal_handlers_restored(*TUNE_SIGNALS):
         return tuner.fit()
 
 
 @contextmanager
-def signal_handlers_restored():
-    """Put back the SIGINT and SIGUSR1 handlers Ray Tune installs for `fit` and leaves behind when
-    no stop came: in a long-lived process (a notebook, a script running sweeps one after another)
-    a later Ctrl-C or SIGTERM would reach that stale handler, which only flags a finished run, and
-    the process would carry on."""
+def signal_handlers_restored(*signums: int):
+    """Put back the caller's handlers for `signums` when the block ends (Ray replaces some)."""
     saved = {}
     if threading.current_thread() is threading.main_thread():  # signal.signal works only there
-        saved = {n: signal.getsignal(n) for n in (signal.SIGINT, getattr(signal, "SIGUSR1", None)) if n}
+        saved = {n: signal.getsignal(n) for n in signums}
     try:
         yield
     finally:
