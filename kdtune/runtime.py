@@ -48,16 +48,22 @@ def autocast_for(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def uses_tf32(device: torch.device, precision: str) -> bool:
+    """TF32 tensor cores for fp32 matrix products: on CUDA, unless the trial asked for fp32, which
+    means full fp32 (the paper's setting, transformers' default)."""
+    return device.type == "cuda" and precision != "fp32"
+
+
 @contextlib.contextmanager
-def fast_matmul(device: torch.device):
-    """On CUDA, let fp32 matrix products use TF32 tensor cores for the duration.
+def fast_matmul(device: torch.device, precision: str):
+    """Let fp32 matrix products use TF32 for the duration where `uses_tf32` says so.
 
     Under bf16 autocast most products are bf16 already; this covers the ones autocast keeps in
-    fp32 and runs with precision="fp32". The previous setting is restored on exit, so code that
-    runs after training (and the bench's fp32 reference) keeps full precision. CPUs ignore it.
+    fp32. The previous setting is restored on exit, so code that runs after training (and the
+    bench's fp32 reference) keeps full precision. CPUs ignore it.
     """
     previous = torch.get_float32_matmul_precision()
-    if device.type == "cuda":
+    if uses_tf32(device, precision):
         torch.set_float32_matmul_precision("high")
     try:
         yield

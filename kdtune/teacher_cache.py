@@ -140,9 +140,13 @@ def estimate_bytes(lengths: np.ndarray, teacher_config, hidden_layers, att_layer
 
 
 def compute_regime(device: torch.device, precision: str) -> str:
-    from kdtune.runtime import autocast_for
+    """How the teacher's numbers are computed, part of the cache key: bf16 autocast, fp32 products
+    on TF32 tensor cores (CUDA, precision auto without bf16), or full fp32 (`precision: fp32`)."""
+    from kdtune.runtime import autocast_for, uses_tf32
 
-    return "bf16" if isinstance(autocast_for(device, precision), torch.autocast) else "fp32"
+    if isinstance(autocast_for(device, precision), torch.autocast):
+        return "bf16"
+    return "tf32" if uses_tf32(device, precision) else "fp32"
 
 
 def attach(built, device: torch.device, log: Callable[[str], None] = lambda msg: None) -> str:
@@ -203,7 +207,7 @@ def write(folder: Path, teacher, rows, lengths: np.ndarray, spec: CacheSpec, tok
 
     from kdtune.data import make_loader
     from kdtune.models.attention import attention_by_layer
-    from kdtune.runtime import autocast_for, to_device
+    from kdtune.runtime import autocast_for, fast_matmul, to_device
     from kdtune.train import teacher_outputs
 
     c = teacher.config
@@ -225,7 +229,7 @@ def write(folder: Path, teacher, rows, lengths: np.ndarray, spec: CacheSpec, tok
         row = batch["row"].numpy()
         mask = batch["attention_mask"].bool()
         b = to_device(batch, device)
-        with autocast_for(device, precision):
+        with fast_matmul(device, precision), autocast_for(device, precision):  # as the live teacher runs
             out = teacher_outputs(teacher, {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}, flags)
         logits = out.logits.detach().cpu()
         array("logits", (len(lengths), c.num_labels), logits)[row] = _np(logits)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from kdtune.metrics import scores
+from kdtune.metrics import DEFAULT_METRIC, scores
 from kdtune.runtime import autocast_for, capture_rng, fast_matmul, restore_rng, to_device
 
 
@@ -44,7 +44,7 @@ class TrainSettings:
     log_steps: int = 50
     seed: int = 1
     max_grad_norm: float = 1.0  # clip the global gradient norm, as transformers' Trainer; 0 = off
-    metric: str = "macro_f1"  # the validation score that picks the best checkpoint
+    metric: str = DEFAULT_METRIC  # the validation score that picks the best checkpoint
     precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 otherwise
     compile: bool = False  # torch.compile the student and teacher (pays only for long runs)
 
@@ -157,7 +157,7 @@ def train(
         scheduler.load_state_dict(state.scheduler)
     step_fn = make_step(model, distiller, device, settings.precision, compile=settings.compile)
 
-    with fast_matmul(device):
+    with fast_matmul(device, settings.precision):
         model.train()
         running: dict[str, torch.Tensor] = {}
         n_running = 0

@@ -148,14 +148,39 @@ GOLDEN_TRIAL = {"dataset": "massive", "base_model": "xlm-roberta-base", "init": 
 # Pinned on purpose. If one of these fails, what is hashed changed: a changed default or a new
 # field changes which stored results count as done. Decide, update the value, and say so in the
 # commit and docs/fidelity.md ("Hashes").
-GOLDEN_CONFIG_HASH = "a1e1b698d833c8c7"
-GOLDEN_TEACHER_KEY = "1ddbd205a3ff400d"
+# 2026-12-08 (issue #25): the default metric became micro_f1 (was macro_f1: a1e1b698d833c8c7 /
+# 1ddbd205a3ff400d, which a trial that writes `metric: macro_f1` still has).
+GOLDEN_CONFIG_HASH = "9ca8b0dbae767436"
+GOLDEN_TEACHER_KEY = "91420ef50f45b062"
+MACRO_F1_CONFIG_HASH = "a1e1b698d833c8c7"
+MACRO_F1_TEACHER_KEY = "1ddbd205a3ff400d"
 
 
 def test_golden_hashes():
     trial = make_trial(GOLDEN_TRIAL)
+    assert trial.metric == "micro_f1"
     assert trial.config_hash == GOLDEN_CONFIG_HASH
     assert trial.teacher_key == GOLDEN_TEACHER_KEY
+
+
+def test_a_trial_that_names_the_old_default_metric_keeps_its_old_hashes():
+    """Stores written before the default moved (every committed reproduction) are found again by a
+    sweep file that pins `metric: macro_f1`."""
+    trial = make_trial({**GOLDEN_TRIAL, "metric": "macro_f1"})
+    assert (trial.config_hash, trial.teacher_key) == (MACRO_F1_CONFIG_HASH, MACRO_F1_TEACHER_KEY)
+
+
+def test_an_old_run_without_the_metric_param_reads_as_macro_f1():
+    """A run logged before `metric` was a param was selected by macro-F1: the readers of old runs
+    (`kdtune best`, the report's mixed-settings check) take the legacy value, not today's default."""
+    from kdtune.config.params import default_params, param_text, values_from_params
+
+    logged = {k: param_text(v) for k, v in make_trial({**GOLDEN_TRIAL, "metric": "macro_f1"}).to_dict().items()}
+    del logged["metric"]
+    rebuilt = make_trial(values_from_params(logged))
+    assert rebuilt.metric == "macro_f1" and rebuilt.config_hash == MACRO_F1_CONFIG_HASH
+    assert default_params()["metric"] == "macro_f1"
+    assert make_trial(values_from_params({**logged, "metric": "micro_f1"})).config_hash == GOLDEN_CONFIG_HASH
 
 
 # Trial fields teacher fine-tuning does not read (the student's shape, losses and optimiser, and
@@ -179,7 +204,7 @@ def _changed(field: str):
     if field in ("dataset",):
         return "tsm"
     if field in ("metric",):
-        return "micro_f1"
+        return "macro_f1"
     if field in ("precision",):
         return "fp32"
     if field in ("base_model", "data_dir"):
@@ -244,7 +269,7 @@ def test_teacher_spec_is_what_the_key_hashes():
 
 
 @pytest.mark.parametrize("field, value", [("max_grad_norm", 0.0), ("hidden_match", "select"), ("att_target", "scores"),
-                                          ("metric", "micro_f1"), ("hidden_dropout", 0.0), ("attention_dropout", 0.0)])
+                                          ("metric", "macro_f1"), ("hidden_dropout", 0.0), ("attention_dropout", 0.0)])
 def test_each_new_setting_changes_the_config_hash(field, value):
     assert make_trial({field: value}).config_hash != make_trial({}).config_hash
 

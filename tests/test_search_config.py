@@ -231,7 +231,7 @@ class FakeRun:
         self.info, self.data = Info(), Data()
         self.info.run_id, self.info.status, self.info.run_name, self.info.start_time = run_id, status, f"n/{run_id}", start
         self.data.tags, self.data.params = tags or {}, params or {}
-        self.data.metrics = {} if val is None else {"best_val_macro_f1": val, "test_macro_f1": test}
+        self.data.metrics = {} if val is None else {"best_val_micro_f1": val, "test_micro_f1": test}
 
 
 def test_summary_counts_finished_failed_and_stopped_and_ranks_by_validation(tmp_path):
@@ -242,7 +242,7 @@ def test_summary_counts_finished_failed_and_stopped_and_ranks_by_validation(tmp_
             FakeRun("bbb", "FINISHED", 0.6, 0.1, params={"lr": "0.0003", "init": "teacher"}, start=2),
             FakeRun("ccc", "FAILED"), FakeRun("ddd", "KILLED", tags={"kdtune.stopped": "early stopped by the scheduler"}),
             FakeRun("eee", "KILLED", tags={"kdtune.interrupted": "x", "kdtune.stopped": "x"})]
-    assert [r.info.run_id for r in ranked(runs, "macro_f1")] == ["bbb", "aaa"]  # by validation, not test
+    assert [r.info.run_id for r in ranked(runs, "micro_f1")] == ["bbb", "aaa"]  # by validation, not test
     text = summary_markdown(spec, runs)
     assert "random search, 4 samples x 2 grid point(s)" in text
     assert "Trials: 2 finished, 1 failed, 1 stopped, 1 interrupted" in text
@@ -290,7 +290,7 @@ def test_the_report_has_a_search_section_with_top_trials_and_a_figure(tmp_path):
 
     space = json.dumps({"lr": {"loguniform": [1e-5, 1e-3]}, "w_att": {"choice": [0.5, 1.0]}})
     records = [TrialRecord(f"run{i}", f"name{i}", "exp", "FINISHED", params={"dataset": "synthetic", "init": "teacher"},
-                           metrics={"best_val_macro_f1": v, "test_macro_f1": v / 2},
+                           metrics={"best_val_micro_f1": v, "test_micro_f1": v / 2},
                            tags={"kdtune.sampled": json.dumps({"lr": lr, "w_att": w}), "kdtune.space": space,
                                  "kdtune.sweep": "tune"})
                for i, (v, lr, w) in enumerate([(0.2, 1e-4, 0.5), (0.5, 3e-4, 1.0), (0.1, 2e-5, 0.5)])]
@@ -298,7 +298,7 @@ def test_the_report_has_a_search_section_with_top_trials_and_a_figure(tmp_path):
     text = (tmp_path / "report.md").read_text()
     section = text.split("## Search: tune", 1)[1]
     rows = [line for line in section.splitlines() if line.startswith("| ")]
-    assert rows[0] == "| # | run | val macro_f1 | test macro_f1 | lr | w_att |"
+    assert rows[0] == "| # | run | val micro_f1 | test micro_f1 | lr | w_att |"
     assert rows[1].startswith("| 1 | `run1` | 0.5000 | 0.2500 | 0.0003 | 1 |") and len(rows) == 4
     assert (tmp_path / "search_tune.csv").read_text().splitlines()[1].startswith("1,run1,name1,0.5")
     if have_matplotlib():

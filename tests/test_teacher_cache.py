@@ -158,3 +158,22 @@ def test_estimate_matches_the_written_size(teacher_dir):
     estimate = teacher_cache.estimate_bytes(cache.lengths, built.teacher.config, hidden, att)
     header = 128 * len(cache.arrays)  # each .npy file's header
     assert estimate == cache.bytes - header + cache.lengths.nbytes
+
+
+def test_precision_fp32_means_full_fp32_on_cuda_and_the_cache_key_tells_it_from_tf32(monkeypatch):
+    """`precision: fp32` is the paper's fp32: no TF32 products on CUDA. auto without bf16 runs the
+    fp32 products on TF32 cores, so a cache written one way is not read the other way."""
+    from kdtune.runtime import fast_matmul, uses_tf32
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # an fp32-only GPU
+    assert uses_tf32(cuda, "auto") and not uses_tf32(cuda, "fp32") and not uses_tf32(cpu, "auto")
+    before = torch.get_float32_matmul_precision()
+    with fast_matmul(cuda, "fp32"):
+        assert torch.get_float32_matmul_precision() == before == "highest"
+    with fast_matmul(cuda, "auto"):
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == before
+    regimes = {p: teacher_cache.compute_regime(cuda, p) for p in ("auto", "fp32", "bf16")}
+    assert regimes == {"auto": "tf32", "fp32": "fp32", "bf16": "bf16"}
+    assert teacher_cache.compute_regime(cpu, "auto") == teacher_cache.compute_regime(cpu, "fp32") == "fp32"

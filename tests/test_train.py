@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 import kdtune.train as train_module
-from kdtune.metrics import majority_scores
+from kdtune.metrics import DEFAULT_METRIC, majority_scores
 from kdtune.train import Callbacks, NonFiniteLoss, TrainSettings, TrainState, evaluate, train
 
 VOCAB, LABELS = 40, 3
@@ -47,14 +47,14 @@ def loader_by_epoch(n_batches: int = 6):
     return lambda epoch: batches(n_batches, seed=100 + epoch)
 
 
-def independent_f1(model, loader) -> float:
+def independent_f1(model, loader, average: str = DEFAULT_METRIC.split("_")[0]) -> float:
     model.eval()
     preds, golds = [], []
     with torch.no_grad():
         for b in loader:
             preds += model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.argmax(-1).tolist()
             golds += b["labels"].tolist()
-    return f1_score(golds, preds, average="macro")
+    return f1_score(golds, preds, average=average)
 
 
 def test_loss_decreases_and_model_learns():
@@ -76,7 +76,7 @@ def test_best_checkpoint_is_the_max_validation_f1_and_is_loaded():
     val = batches(3, seed=8)
     settings = TrainSettings(epochs=4, lr=5e-3, eval_steps=2, log_steps=2)
     result = train(model, loader_by_epoch(4), val, settings, torch.device("cpu"))
-    f1s = [h["macro_f1"] for h in result.history]
+    f1s = [h[settings.metric] for h in result.history]
     assert len(f1s) == 8
     assert result.best_score == max(f1s)
     assert result.best_step == result.history[int(np.argmax(f1s))]["step"]  # first max wins

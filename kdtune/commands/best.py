@@ -12,12 +12,13 @@ import argparse
 import sys
 
 from kdtune.errors import UsageError
+from kdtune.metrics import METRICS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, metavar="NAME", help="MLflow experiment (the sweep's tracking.experiment)")
     p.add_argument("--sweep", metavar="NAME", help="only the trials of this sweep (its name:)")
-    p.add_argument("--metric", choices=("macro_f1", "micro_f1"),
+    p.add_argument("--metric", choices=METRICS,
                    help="validation metric to rank by (default: the one the trials compared on)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlruns)")
 
@@ -25,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdtune.config import make_trial
     from kdtune.config.params import fixed_block, values_from_params
-    from kdtune.metrics import METRICS, best_metric
+    from kdtune.metrics import LEGACY_METRIC, best_metric
     from kdtune.tracking import query
     from kdtune.tracking.store import resolve_tracking_uri
     from kdtune.tracking.tags import CONFIG_HASH, SUPERSEDED, SWEEP
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no FINISHED trial in {where}" + (f"; its sweeps: {', '.join(sweeps)}" if sweeps else ""))
     metric = args.metric
     if metric is None:
-        used = sorted({r.params.get("metric", METRICS[0]) for r in runs})
+        used = sorted({r.params.get("metric", LEGACY_METRIC) for r in runs})
         if len(used) > 1:
             raise UsageError(f"--metric: the trials of {where} compared on {' and '.join(used)}; choose one")
         metric = used[0]

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from kdtune.errors import UsageError
+from kdtune.metrics import DEFAULT_METRIC, METRICS
 
 FORMATS = ("md", "csv", "png")
 
@@ -28,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run group for the per-language table, over the default "
                              "kd=True,train_partition=all,eval_partition=all,teacher_partition=all "
                              "(and the data fraction most runs use, unless fraction=F is given)")
-    parser.add_argument("--metric", choices=("macro_f1", "micro_f1"), default="macro_f1",
-                        help="the F1 compared with the paper's numbers (default: macro_f1; see docs/fidelity.md)")
+    parser.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC,
+                        help=f"the F1 compared with the paper's numbers (default: {DEFAULT_METRIC}, the paper's; "
+                             "see docs/fidelity.md)")
     parser.add_argument("--no-log-artifacts", action="store_true",
                         help="do not log the report folder to the sweep's parent run")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, make_trial
+from kdtune.config.trial import LANGUAGE_LISTS, LEGACY_DEFAULTS, TRIAL_FIELDS, TrialConfig, make_trial
 from kdtune.errors import UsageError
 
 
@@ -25,10 +25,10 @@ def param_text(value: Any) -> str:
 
 @functools.cache
 def default_params() -> dict[str, str]:
-    """Every trial field's default as a run logs it. A run that lacks a field's param predates the
-    field, and ran as its default: a field is only added with a default that keeps the old behaviour
-    (and the old config hash; tests/test_fidelity.py's golden hashes)."""
-    return {k: param_text(v) for k, v in make_trial({}).to_dict().items()}
+    """What a run that lacks a field's param ran with, as a run logs it: the field's default (a
+    field is only added with a default that keeps the old behaviour and the old config hash), or
+    its legacy default where the default changed later (`LEGACY_DEFAULTS`: `metric`)."""
+    return {k: param_text(v) for k, v in make_trial(LEGACY_DEFAULTS).to_dict().items()}
 
 
 def parse_param(key: str, text: str) -> Any:
@@ -47,8 +47,10 @@ def parse_param(key: str, text: str) -> Any:
 
 
 def values_from_params(params: dict[str, str], where: str = "run") -> dict[str, Any]:
-    """Typed trial values from a run's params (other params, such as student_layers, are ignored)."""
-    out = {}
+    """Typed trial values from a run's params (other params, such as student_layers, are ignored).
+    A field the run did not log takes its legacy default where one exists (the run predates the
+    param and ran with it), else it is left to the current default."""
+    out = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in params}
     for key in TRIAL_FIELDS:
         if key in params:
             try:
@@ -61,5 +63,15 @@ def values_from_params(params: dict[str, str], where: str = "run") -> dict[str, 
 def fixed_block(trial: TrialConfig) -> str:
     """`fixed:` YAML of every field that differs from its default (floats written exactly)."""
     default = make_trial({}).to_dict()
-    changed = {k: v for k, v in trial.to_dict().items() if v != default[k]}
+    changed = {k: _as_written(k, v) for k, v in trial.to_dict().items() if v != default[k]}
     return yaml.safe_dump({"fixed": changed}, sort_keys=False, default_flow_style=False, width=100)
+
+
+def _as_written(key: str, value: Any) -> Any:
+    """A value as a sweep author writes it (`make_trial` coerces it back to the same config): a
+    language list as a YAML list, not the comma string kdtune keeps; a whole float as `1`."""
+    if key in LANGUAGE_LISTS and isinstance(value, str) and "," in value:
+        return value.split(",")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

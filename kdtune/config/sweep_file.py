@@ -41,7 +41,7 @@ from kdtune.config.scheduler import Scheduler, parse_scheduler
 from kdtune.config.space import Search, draws, parse_search, probes, with_sample
 from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, default_of, make_trial
 from kdtune.errors import UsageError
-from kdtune.metrics import METRICS
+from kdtune.metrics import DEFAULT_METRIC, METRICS
 
 
 @dataclass
@@ -73,7 +73,7 @@ class SweepSpec:
     @property
     def metric(self) -> str:
         """The validation metric the sweep compares trials on (one per sweep; `parse_sweep`)."""
-        return (self.trials or self.points)[0].metric if (self.trials or self.points) else METRICS[0]
+        return (self.trials or self.points)[0].metric if (self.trials or self.points) else DEFAULT_METRIC
 
     @property
     def optuna(self) -> bool:

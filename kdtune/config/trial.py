@@ -18,7 +18,7 @@ from typing import Any
 
 from kdtune.config.checks import did_you_mean
 from kdtune.errors import UsageError
-from kdtune.metrics import METRICS
+from kdtune.metrics import DEFAULT_METRIC, LEGACY_METRIC, METRICS
 
 DATASETS = ("massive", "tsm", "synthetic")
 INITS = ("teacher", "base", "scratch")
@@ -28,6 +28,8 @@ HEAD_MODES = ("keep_heads", "keep_head_dim")
 HIDDEN_MATCH = ("linear", "select", "skip")
 ATT_TARGETS = ("probs", "scores")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Fields that take a list of languages, kept as one comma string (hashable, readable in MLflow).
+LANGUAGE_LISTS = ("languages", "train_partition", "eval_partition", "teacher_partition")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class TrialConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0  # transformers' Trainer default; 0 = no clipping
-    metric: str = "macro_f1"  # what checkpoint selection, teacher seed choice and ASHA compare
+    metric: str = DEFAULT_METRIC  # what checkpoint selection, teacher seed choice, schedulers and search compare
     eval_steps: int = 5000
     log_steps: int = 50
     group_by_length: bool = True
@@ -152,6 +154,11 @@ UNHASHED = frozenset({"data_dir", "save_model", "compile", "teacher_cache"})  # 
 # run before they existed keeps its hash (and is still found as FINISHED).
 ADDED_LATER = {"languages": "all", "teacher_weight_decay": None, "teacher_warmup_ratio": None,
                "teacher_max_grad_norm": None}
+
+
+# What a run that did not log a field ran with, where that differs from today's default: the
+# field's default changed after stores existed (readers of old runs: config/params.py).
+LEGACY_DEFAULTS = {"metric": LEGACY_METRIC}
 
 
 def _either(value, fallback):
@@ -255,7 +262,7 @@ def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
             return tuple(value)
         raise UsageError(f"{where}: expected an int or a non-empty list of ints, got {value!r}")
-    if key in ("languages", "train_partition", "eval_partition", "teacher_partition") and isinstance(value, list):
+    if key in LANGUAGE_LISTS and isinstance(value, list):
         if not value or not all(isinstance(v, str) for v in value):
             raise UsageError(f"{where}: a language list must be non-empty strings, got {value!r}")
         return ",".join(value)  # a comma list of languages: hashable, readable in MLflow

@@ -11,8 +11,8 @@ are removed first so a stale figure is never shipped):
   teachers.csv (every FINISHED teacher run: its setting and best validation score),
   and for each sweep that sampled fields: search_<sweep>.csv and .png (kdtune/report/search.py)
 
-Every table, figure and language table compares one `metric` (`macro_f1`, the default, or
-`micro_f1`; `kdtune report --metric`); runs.csv holds both for every run and seed.
+Every table, figure and language table compares one `metric` (`micro_f1`, the paper's and the default,
+or `macro_f1`; `kdtune report --metric`); runs.csv holds both for every run and seed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from kdtune.report import figures, render, search, teachers as teacher_table
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
-from kdtune.metrics import METRICS, heldout_metric
+from kdtune.metrics import DEFAULT_METRIC, METRICS, heldout_metric
 from kdtune.report.records import LEGACY_NAMES, USED_STATUS, init_label, project
 from kdtune.report.tables import Table, all_tables
 from kdtune.tracking.query import TrialRecord
@@ -53,7 +53,7 @@ class ReportResult:
     warnings: list[str] = field(default_factory=list)
     status_counts: Counter = field(default_factory=Counter)
     languages_filter: dict[str, str] = field(default_factory=dict)
-    metric: str = "macro_f1"
+    metric: str = DEFAULT_METRIC
 
 
 def _safe(name: str) -> str:
@@ -87,7 +87,7 @@ def build_report(
     experiments: list[str] | None = None,
     tracking_uri: str = "",
     languages_filter: dict[str, str] | None = None,
-    metric: str = "macro_f1",
+    metric: str = DEFAULT_METRIC,
     teachers: list[TrialRecord] | None = None,
 ) -> ReportResult:
     """Write the report for `records` (trial runs of any status) into `out`, comparing `metric`;

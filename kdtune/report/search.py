@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtune.metrics import best_metric, heldout_metric
+from kdtune.metrics import DEFAULT_METRIC, best_metric, heldout_metric
 from kdtune.tracking.query import TrialRecord
 from kdtune.tracking.tags import SAMPLED, SPACE, SWEEP
 
@@ -25,7 +25,7 @@ class SearchGroup:
     sweep: str
     space: dict[str, dict]  # field -> {distribution: [args]}
     runs: list[TrialRecord] = field(default_factory=list)  # best first
-    metric: str = "macro_f1"
+    metric: str = DEFAULT_METRIC
 
     @property
     def fields(self) -> list[str]:

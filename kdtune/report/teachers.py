@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from kdtune.metrics import best_metric
+from kdtune.metrics import LEGACY_METRIC, best_metric
 from kdtune.report.records import USED_STATUS
 from kdtune.tracking.query import TrialRecord
 from kdtune.tracking.tags import CONFIG_HASH
@@ -29,7 +29,7 @@ def teacher_rows(records: list[TrialRecord]) -> list[dict[str, str]]:
     for rec in records:
         if rec.kind != "teacher" or rec.status != USED_STATUS:
             continue
-        metric = rec.params.get("metric", "macro_f1")
+        metric = rec.params.get("metric", LEGACY_METRIC)
         best = rec.metrics.get(best_metric(metric))
         seconds = rec.metrics.get("train_seconds")
         rows.append({
