@@ -271,7 +271,7 @@ def test_a_config_read_back_from_its_params_has_the_runs_hash(tmp_path):
 
     trial = make_trial({"dataset": "massive", "languages": ["en-US", "de-DE"], "layers": 2, "layer_map": [1, 3],
                         "teacher_seeds": [1, 2], "lr": 0.00012345678901234, "hidden_dropout": 0.0,
-                        "teacher_warmup_ratio": 0.1, "kd": False, "data_dir": "kdtune:sample"})
+                        "teacher_warmup_ratio": 0.1, "kd": False, "data_dir": "kdtune:sample", "epochs": 3})
     params = {k: _param_value(v) for k, v in trial.to_dict().items()}  # as the tracker logs them
     again = make_trial(values_from_params(params))
     assert again == trial and again.config_hash == trial.config_hash
@@ -279,6 +279,8 @@ def test_a_config_read_back_from_its_params_has_the_runs_hash(tmp_path):
 
     block = yaml.safe_load(fixed_block(trial))["fixed"]
     assert make_trial(block) == trial and "w_att" not in block and block["lr"] == 0.00012345678901234
+    # written as a sweep author would: a language list, a whole number without ".0"
+    assert block["languages"] == ["en-US", "de-DE"] and block["epochs"] == 3 and type(block["epochs"]) is int
 
 
 # --- the report's search section -----------------------------------------------------------------
