@@ -18,8 +18,12 @@ FORMATS = ("md", "csv", "png")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--experiment", action="append", required=True, metavar="NAME",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--experiment", action="append", metavar="NAME",
                         help="MLflow experiment (the sweep's tracking.experiment); repeat to combine several")
+    source.add_argument("--runs-csv", metavar="FILE",
+                        help="report the runs of an earlier report's runs.csv instead (no store needed; tables, "
+                             "claims and Figure 2 only: the file has no loss curves or per-language scores)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite store in ./mlruns)")
     parser.add_argument("--out", default=None, help="output folder (default: ./reports/<experiment>)")
@@ -56,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from kdtune.tracking.store import resolve_tracking_uri
 
     formats = parse_formats(args.format)
+    if args.runs_csv:
+        return _from_runs_csv(args, formats)
     experiments = list(dict.fromkeys(args.experiment))
     uri = resolve_tracking_uri(args.tracking_uri)
     records = query.fetch_trials(uri, experiments)
@@ -90,4 +96,23 @@ def run(args: argparse.Namespace) -> int:
                 print(f"logged the report as artifacts (report/) of sweep run {sweeps[0]} in '{name}'")
             else:
                 print(f"not logged as artifacts in '{name}': it has {len(sweeps)} sweep runs (need exactly one)")
+    return 0
+
+
+def _from_runs_csv(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
+    from kdtune.report import build_report
+    from kdtune.report.build import records_from_runs_csv
+    from kdtune.report.languages import parse_filter
+
+    source = Path(args.runs_csv)
+    if not source.is_file():
+        raise UsageError(f"--runs-csv: {source}: no such file")
+    out = Path(args.out) if args.out else default_out([source.parent.name])
+    if out.resolve() == source.parent.resolve():  # its runs.csv, figures and teachers.csv would be replaced
+        raise UsageError(f"--out: {out} holds the runs.csv being read and the report made with it; choose another folder")
+    records = records_from_runs_csv(source)
+    result = build_report(records, out, formats=formats, experiments=[str(source)], tracking_uri="(none: runs.csv)",
+                          languages_filter=parse_filter(args.languages, records), metric=args.metric)
+    print(f"report: {out}/ ({len(result.files)} files) from {len(records)} runs in {source}; "
+          f"{len(result.claims)} claims")
     return 0

@@ -24,15 +24,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtune.report import figures, render, search, teachers as teacher_table
+from kdtune.report import claims_section, figures, render, search, teachers as teacher_table
+from kdtune.report.claims import Claim, claims
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
-from kdtune.metrics import DEFAULT_METRIC, METRICS, heldout_metric
+from kdtune.metrics import DEFAULT_METRIC, LEGACY_METRIC, METRICS, heldout_metric
 from kdtune.report.records import LEGACY_NAMES, USED_STATUS, init_label, project
 from kdtune.report.tables import Table, all_tables
+from kdtune.errors import UsageError
 from kdtune.tracking.query import TrialRecord
 
 FORMATS = ("md", "csv", "png")
-OWN_FILES = ("report.md", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv",
+OWN_FILES = ("report.md", "claims.csv", "table*.csv", "figure*.csv", "figure*.png", "languages_*.csv", "languages_*.png", "runs.csv",
              "teachers.csv", "search_*.csv", "search_*.png")
 METRIC_WORDS = {"macro_f1": "macro-F1", "micro_f1": "micro-F1 (= accuracy)"}
 FIGURE_CONTEXT = "KD; train, test and teacher data: all languages; full-width students"
@@ -54,6 +56,7 @@ class ReportResult:
     status_counts: Counter = field(default_factory=Counter)
     languages_filter: dict[str, str] = field(default_factory=dict)
     metric: str = DEFAULT_METRIC
+    claims: list[Claim] = field(default_factory=list)
 
 
 def _safe(name: str) -> str:
@@ -112,6 +115,7 @@ def build_report(
     # Figures first: the markdown links only what was really drawn.
     fig2_data = figures.fraction_curves(used)
     fig3_groups = figures.loss_groups(used)
+    result.claims = claims(result.tables, fig2_data)
     fig_paths: dict[str, Path | None] = {}
     if want_png:
         if fig2_data:
@@ -143,6 +147,8 @@ def build_report(
             result.files.append(_write_runs_csv(used, out / "runs.csv"))
         if teacher_rows:
             result.files.append(teacher_table.write_csv(teacher_rows, out / "teachers.csv"))
+        if result.claims:
+            result.files.append(claims_section.write_csv(result.claims, out / "claims.csv"))
 
     searched = []  # (group, png, csv) of each sweep that sampled fields
     for group in search.search_groups(used, metric):
@@ -152,8 +158,10 @@ def build_report(
         searched.append((group, png, table))
 
     if "md" in formats:
+        selected_by = Counter(r.params.get("metric", LEGACY_METRIC) for r in used)
+        after_tables = claims_section.markdown(result.claims, METRIC_WORDS[metric], selected_by, "csv" in formats)
         text = _markdown(result, used, fig2_data, fig3_groups, fig_paths, experiments or [], tracking_uri, formats,
-                         teacher_table.markdown(teacher_rows, "csv" in formats))
+                         after_tables + teacher_table.markdown(teacher_rows, "csv" in formats))
         if searched:
             head, warn, tail = text.partition("## Warnings")
             text = head.rstrip() + "\n\n" + "\n".join(line for g in searched for line in search.section(*g)) + \
@@ -188,6 +196,25 @@ def _write_runs_csv(used: list[TrialRecord], path: Path) -> Path:
     return path
 
 
+def records_from_runs_csv(path: Path) -> list[TrialRecord]:
+    """FINISHED trial records back from a report's runs.csv: the params and final scores it holds,
+    so a committed reproduction can be reported again without the MLflow store that produced it.
+    What the file lacks stays out: loss curves (Figure 3), per-language scores, other params."""
+    scores = [f"{s}_{m}" for s in ("test", "teacher_test", "majority_test", "best_val") for m in METRICS]
+    records = []
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"run_id", "dataset", "init", "seed"} - set(reader.fieldnames or [])
+        if missing:
+            raise UsageError(f"{path}: not a kdtune runs.csv (no column {', '.join(sorted(missing))})")
+        for row in reader:
+            params = {k: row[k] for k in RUN_PARAMS if row.get(k)}  # an empty field: the run did not log it
+            metrics = {k: float(row[k]) for k in scores if row.get(k)}
+            records.append(TrialRecord(row["run_id"], row.get("run_name", ""), Path(path).parent.name, USED_STATUS,
+                                       params=params, metrics=metrics))
+    return records
+
+
 def _filter_text(filter_: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in filter_.items())
 
@@ -201,7 +228,7 @@ def _markdown(
     experiments: list[str],
     tracking_uri: str,
     formats: tuple[str, ...],
-    teacher_lines: list[str],
+    after_tables: list[str],
 ) -> str:
     counts = result.status_counts
     skipped = {s: n for s, n in sorted(counts.items()) if s != USED_STATUS}
@@ -245,7 +272,7 @@ def _markdown(
         lines.append("")
 
     words = METRIC_WORDS[result.metric]
-    lines += teacher_lines
+    lines += after_tables  # the Claims and Teachers sections
     lines += [f"## Figure 2: test {words} against the amount of training data", ""]
     if fig_paths.get("figure2"):
         lines += [f"![Figure 2: test {words} against training data fraction]({fig_paths['figure2'].name})", ""]

@@ -225,6 +225,7 @@ class Cell:
     seeds: tuple[str, ...] = ()
     paper: float | int | None = None
     applicable: bool = True  # False for the teacher's KD column ("-" in the paper)
+    majority: float | None = None  # the majority-class baseline of its runs' test rows (percent; the highest)
 
     @property
     def n(self) -> int:
@@ -257,8 +258,10 @@ def seed_cell(
     for rec in sorted(scored, key=lambda r: (r.start_time, r.run_id)):
         latest[param(rec, "seed") or rec.run_id] = rec
     seeds = sorted(latest, key=lambda s: (len(s), s))
+    majority = [100.0 * r.metrics[MAJORITY_SCORE] for r in latest.values() if MAJORITY_SCORE in r.metrics]
     cell = Cell(
-        values=tuple(100.0 * latest[s].metrics[metric] for s in seeds), seeds=tuple(seeds), paper=paper
+        values=tuple(100.0 * latest[s].metrics[metric] for s in seeds), seeds=tuple(seeds), paper=paper,
+        majority=max(majority) if majority else None,
     )
     return cell, len(scored) - len(latest)
 

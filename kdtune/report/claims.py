@@ -1,0 +1,297 @@
+"""The paper's findings as contrasts computed from the report's tables, each judged by one rule.
+
+`claims(tables, figure2)` turns the cells of Tables 2-5 and Figure 2 into `Claim`s; the report
+prints them (its Claims section, with `RULE`, the rule below, word for word) and writes
+claims.csv. The same rule applies to every sweep and every cell.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from kdtune.report.paper import CLASSES, load_paper_numbers
+from kdtune.report.records import Cell, init_label
+from kdtune.report.table_parts import Table
+
+ALPHA = 0.05
+MARGIN = 2.0  # points: a cell this close to chance (or below it) gets no verdict
+VERDICTS = ("reproduced", "differs", "not reproduced", "no verdict")
+RULE = """\
+- Two-cell contrasts (an order, KD's effect): cell A against cell B, seeds as samples. The
+  direction is the sign of the paper's own A - B (the paper's text where it prints no number:
+  Figure 2). Difference of means in points, its standard error sqrt(sA^2/nA + sB^2/nB), wins
+  (pairs of seeds that go the paper's way) and the exact one-sided Mann-Whitney p (scipy) in the paper's
+  direction. reproduced: p <= 0.05 that way; differs: p <= 0.05 the other way; not reproduced:
+  neither. At 3 seeds a side p <= 0.05 needs all 9 pairs (p = 1/20), the strongest 3 seeds can
+  say, so no correction for the number of contrasts could ever pass one; the report says instead
+  how many verdicts chance alone would give. No verdict when the seeds cannot reach 0.05 at all
+  (fewer than 3 a side, or 2 against 4), or when either cell's mean is within 2 points of chance
+  (or below it): a model at chance has no order to compare.
+- Size (two-cell contrasts with a verdict and a paper number): the Welch 95 % interval of our
+  difference holds the paper's difference (same size), or lies above it (larger) or below it
+  (smaller).
+- Chance claims (copy-only in Table 5, from-scratch in Tables 3-4): the paper's cell is "at
+  chance" when within 2 points of its random row, else "above chance"; ours is above chance when
+  every seed is more than 2 points over chance, at chance when its mean is within 2 points of it
+  (or below), else mixed. Same category: reproduced; ours above where the paper's is at chance:
+  differs; otherwise not reproduced.
+- Trend (Figure 2, the from-teacher - from-base gap shrinks with data): the gap at the smallest
+  fraction minus the gap at the largest, among fractions where neither cell is within 2 points of
+  chance; Welch 95 % interval over the four cells: above 0 reproduced, below 0 differs, else not
+  reproduced.
+
+Chance, per cell: the higher of the majority-class baseline its runs logged on their test rows
+and uniform guessing (100 / classes), in the report's metric.
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    finding: str  # what the paper says, e.g. "from-teacher > from-base"
+    where: str  # "Table 2, massive, h384, KD"
+    dataset: str
+    kind: str  # contrast | chance | trend
+    a: str
+    b: str
+    mean_a: float | None
+    mean_b: float | None
+    n_a: int
+    n_b: int
+    diff: float | None  # ours, A - B (chance claims: mean - chance)
+    se: float | None
+    wins: str  # "9/9" (chance claims: seeds above chance + 2)
+    p: float | None  # one-sided, in the paper's direction
+    paper_diff: float | None
+    chance: float | None
+    verdict: str
+    size: str  # same size | larger | smaller | "" (not judged)
+    why: str  # the reason for "no verdict", or what decided it
+
+
+def chance_of(dataset: str, *cells: Cell) -> float | None:
+    known = [c.majority for c in cells if c.majority is not None]
+    if dataset in CLASSES:
+        known.append(100.0 / CLASSES[dataset])
+    return max(known) if known else None
+
+
+def paper_chance(dataset: str) -> float | None:
+    """The paper's random row (Table 5) for `dataset`."""
+    for row in load_paper_numbers()["table5"]["rows"]:
+        if row[0] == "random":
+            return dict(zip(("massive", "tsm"), row[1:])).get(dataset)
+    return None
+
+
+def _welch(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Standard error of mean(a) - mean(b) and Welch-Satterthwaite degrees of freedom."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else math.inf
+    return se, df
+
+
+def _interval(diff: float, parts: list[tuple[float, int]]) -> tuple[float, float, float]:
+    """(se, low, high): Welch 95 % interval of a sum of independent means; parts = (variance, n)."""
+    from scipy.stats import t
+
+    terms = [v / n for v, n in parts]
+    se = math.sqrt(sum(terms))
+    denom = sum(x**2 / (n - 1) for x, (_, n) in zip(terms, parts))
+    df = sum(terms) ** 2 / denom if denom > 0 else math.inf
+    half = (t.ppf(0.975, df) if math.isfinite(df) else 1.959964) * se
+    return se, diff - half, diff + half
+
+
+def contrast(finding: str, where: str, dataset: str, a: Cell, b: Cell, labels: tuple[str, str],
+             sign: float | None = None) -> Claim | None:
+    """A two-cell contrast in the paper's direction (its A - B, or `sign` where it prints none).
+    None when a cell has no runs or the paper gives no direction."""
+    if not a.values or not b.values:
+        return None
+    paper_diff = float(a.paper) - float(b.paper) if a.paper is not None and b.paper is not None else None
+    direction = sign if sign is not None else (paper_diff if paper_diff else None)
+    if direction is None:
+        return None
+    xa, xb = list(a.values), list(b.values)
+    chance = chance_of(dataset, a, b)
+    diff = statistics.fmean(xa) - statistics.fmean(xb)
+    wins = sum(x > y for x in xa for y in xb)
+    se = p = None
+    size, verdict = "", "no verdict"
+    if min(len(xa), len(xb)) >= 2:
+        se = _welch(xa, xb)[0]
+    smallest_p = 1 / math.comb(len(xa) + len(xb), len(xa))
+    if smallest_p > ALPHA:
+        why = f"too few seeds ({len(xa)} and {len(xb)}: p cannot reach {ALPHA})"
+    elif chance is not None and min(statistics.fmean(xa), statistics.fmean(xb)) < chance + MARGIN:
+        why = f"a cell within {MARGIN:g} points of chance ({chance:.1f}) or below it"
+    else:
+        from scipy.stats import mannwhitneyu
+
+        ours, other = ("greater", "less") if direction > 0 else ("less", "greater")
+        p = float(mannwhitneyu(xa, xb, alternative=ours, method="exact").pvalue)
+        p_other = float(mannwhitneyu(xa, xb, alternative=other, method="exact").pvalue)
+        verdict = "reproduced" if p <= ALPHA else "differs" if p_other <= ALPHA else "not reproduced"
+        why = f"one-sided p {p:.3f} the paper's way, {p_other:.3f} the other"
+        if paper_diff is not None:
+            _, low, high = _interval(diff, [(statistics.variance(xa), len(xa)), (statistics.variance(xb), len(xb))])
+            size = "same size" if low <= paper_diff <= high else "larger" if low > paper_diff else "smaller"
+    pairs = len(xa) * len(xb)
+    if direction < 0:
+        wins = pairs - wins - sum(x == y for x in xa for y in xb)  # wins in the paper's direction
+    return Claim(finding, where, dataset, "contrast", labels[0], labels[1], statistics.fmean(xa), statistics.fmean(xb),
+                 len(xa), len(xb), diff, se, f"{wins}/{pairs}", p, paper_diff, chance, verdict, size, why)
+
+
+def versus_chance(finding: str, where: str, dataset: str, cell: Cell, label: str, chance: float | None) -> Claim | None:
+    """Is the cell above chance, as the paper's is or is not?"""
+    paper_random = paper_chance(dataset)
+    if not cell.values or chance is None or cell.paper is None or paper_random is None:
+        return None
+    paper_above = float(cell.paper) >= paper_random + MARGIN
+    mean = statistics.fmean(cell.values)
+    above = sum(v > chance + MARGIN for v in cell.values)
+    ours = "above" if above == len(cell.values) else "at" if mean < chance + MARGIN else "mixed"
+    claimed = "above" if paper_above else "at"
+    verdict = ("reproduced" if ours == claimed else "differs" if ours == "above" else "not reproduced")
+    why = f"the paper's cell is {claimed} chance ({float(cell.paper):g} vs {paper_random:g}); ours is {ours}"
+    return Claim(finding, where, dataset, "chance", label, f"chance {chance:.1f}", mean, chance, len(cell.values), 0,
+                 mean - chance, None, f"{above}/{len(cell.values)}", None, float(cell.paper) - paper_random, chance,
+                 verdict, "", why)
+
+
+def _rows(table: Table) -> dict[tuple[str, ...], dict]:
+    return {row.keys: row.cells for row in table.rows if not row.is_teacher}
+
+
+def _kd(kd: bool | None) -> str:
+    return "" if kd is None else (", KD" if kd else ", NON-KD")
+
+
+ORDERS = (("teacher", "base"), ("base", "scratch"))
+
+
+def _orders(out: list, where: str, dataset: str, by_init: dict[str, Cell]) -> None:
+    for a, b in ORDERS:
+        if a in by_init and b in by_init:
+            out.append(contrast(f"{init_label(a)} > {init_label(b)}", where, dataset, by_init[a], by_init[b],
+                                (init_label(a), init_label(b))))
+
+
+def _kd_effect(init: str, where: str, dataset: str, cells: dict) -> Claim | None:
+    """KD against NON-KD for one init; the finding reads the way the paper's numbers go."""
+    kd, plain = cells[(dataset, True)], cells[(dataset, False)]
+    hurts = kd.paper is not None and plain.paper is not None and kd.paper < plain.paper
+    return contrast(f"KD {'hurts' if hurts else 'helps'} {init_label(init)}", where, dataset, kd, plain, ("KD", "NON-KD"))
+
+
+def table2_claims(table: Table) -> list[Claim | None]:
+    out: list[Claim | None] = []
+    rows = _rows(table)
+    shapes = sorted({keys[1:] for keys in rows}, key=lambda s: s)
+    for shape in shapes:
+        width = "= teacher" if shape[1] in ("", "None") else f"h{shape[1]}"
+        for col in table.columns:
+            cells = {init: rows[(init, *shape)][col.key] for init in ("teacher", "base", "scratch") if (init, *shape) in rows}
+            _orders(out, f"Table 2, {col.dataset}, {width}{_kd(col.kd)}", col.dataset, cells)
+        for init in ("teacher", "base", "scratch"):
+            if (init, *shape) in rows:
+                for dataset in dict.fromkeys(c.dataset for c in table.columns):
+                    out.append(_kd_effect(init, f"Table 2, {dataset}, {width}", dataset, rows[(init, *shape)]))
+    return out
+
+
+def table3_claims(table: Table) -> list[Claim | None]:
+    out: list[Claim | None] = []
+    rows = _rows(table)
+    for train in ("seen", "english"):
+        for col in table.columns:
+            cells = {k[0]: c[col.key] for k, c in rows.items() if k[1] == train}
+            where = f"Table 3, {col.dataset}, trained on {train}{_kd(col.kd)}"
+            _orders(out, where, col.dataset, cells)
+            if "scratch" in cells:
+                out.append(versus_chance(_chance_finding("from-scratch", cells["scratch"], col.dataset), where,
+                                         col.dataset, cells["scratch"], init_label("scratch"),
+                                         chance_of(col.dataset, cells["scratch"])))
+        for init in ("teacher", "base", "scratch"):
+            key = next((k for k in rows if k[0] == init and k[1] == train), None)
+            if key:
+                for dataset in dict.fromkeys(c.dataset for c in table.columns):
+                    out.append(_kd_effect(init, f"Table 3, {dataset}, trained on {train}", dataset, rows[key]))
+    return out
+
+
+def table4_claims(table: Table) -> list[Claim | None]:
+    out: list[Claim | None] = []
+    rows = _rows(table)
+    for col in table.columns:
+        cells = {k[0]: c[col.key] for k, c in rows.items()}
+        where = f"Table 4, {col.dataset}, KD, trained on english"
+        _orders(out, where, col.dataset, cells)
+        if "scratch" in cells:
+            out.append(versus_chance(_chance_finding("from-scratch", cells["scratch"], col.dataset), where, col.dataset,
+                                     cells["scratch"], init_label("scratch"), chance_of(col.dataset, cells["scratch"])))
+    return out
+
+
+def _chance_finding(what: str, cell: Cell, dataset: str) -> str:
+    random = paper_chance(dataset)
+    at = cell.paper is not None and random is not None and float(cell.paper) < random + MARGIN
+    return f"{what} {'at' if at else 'above'} chance"
+
+
+def table5_claims(table: Table) -> list[Claim | None]:
+    rows = _rows(table)
+    if ("without_finetune",) not in rows:
+        return []
+    out: list[Claim | None] = []
+    for col in table.columns:
+        copied = rows[("without_finetune",)][col.key]
+        random = rows.get(("random",), {}).get(col.key)
+        chance = chance_of(col.dataset, copied, *([Cell(majority=max(random.values))] if random and random.values else []))
+        out.append(versus_chance(_chance_finding("copy-only", copied, col.dataset), f"Table 5, {col.dataset}",
+                                 col.dataset, copied, "copy-only", chance))
+    return out
+
+
+def figure2_claims(panels) -> list[Claim | None]:
+    """Per fraction: from-teacher > from-base (the paper's Figure 2); and the gap shrinking with data."""
+    out: list[Claim | None] = []
+    for panel in panels:
+        teacher, base = dict(panel.curves.get("teacher", [])), dict(panel.curves.get("base", []))
+        usable = []
+        for fraction in sorted(set(teacher) & set(base)):
+            claim = contrast("from-teacher > from-base", f"Figure 2, {panel.dataset}, {100 * fraction:g} % of the data",
+                             panel.dataset, teacher[fraction], base[fraction], ("from-teacher", "from-base"), sign=1.0)
+            out.append(claim)
+            if claim and not claim.why.startswith("a cell within") and min(claim.n_a, claim.n_b) >= 2:
+                usable.append(fraction)
+        out.append(_trend(panel.dataset, usable, teacher, base))
+    return out
+
+
+def _trend(dataset: str, fractions: list[float], teacher: dict, base: dict) -> Claim | None:
+    finding, where = "the from-teacher - from-base gap shrinks with data", f"Figure 2, {dataset}"
+    if len(fractions) < 2:
+        return None
+    lo, hi = fractions[0], fractions[-1]
+    cells = [teacher[lo], base[lo], teacher[hi], base[hi]]
+    gap_lo = statistics.fmean(cells[0].values) - statistics.fmean(cells[1].values)
+    gap_hi = statistics.fmean(cells[2].values) - statistics.fmean(cells[3].values)
+    diff = gap_lo - gap_hi
+    se, low, high = _interval(diff, [(statistics.variance(c.values), c.n) for c in cells])
+    verdict = "reproduced" if low > 0 else "differs" if high < 0 else "not reproduced"
+    return Claim(finding, where, dataset, "trend", f"gap at {100 * lo:g} %", f"gap at {100 * hi:g} %", gap_lo, gap_hi,
+                 min(cells[0].n, cells[1].n), min(cells[2].n, cells[3].n), diff, se, "", None, None,
+                 chance_of(dataset, *cells), verdict, "", f"Welch 95 % interval {low:+.1f} to {high:+.1f}")
+
+
+def claims(tables: list[Table], figure2=()) -> list[Claim]:
+    """Every testable finding of the paper in these tables and Figure 2 panels, judged."""
+    builders = {"table2": table2_claims, "table3": table3_claims, "table4": table4_claims, "table5": table5_claims}
+    out = [c for t in tables if t.name in builders for c in builders[t.name](t)]
+    out += figure2_claims(figure2)
+    return [c for c in out if c is not None]
