@@ -27,8 +27,9 @@ MAJORITY = 0.07  # MASSIVE's majority class, micro-F1
 _ids = itertools.count()
 
 
-def runs(scores: list[float], majority: float = MAJORITY, **params) -> list[TrialRecord]:
-    """One FINISHED run per seed with these test micro-F1 scores (percent)."""
+def runs(scores: list[float], majority: float = MAJORITY, teacher: float = 0.7, **params) -> list[TrialRecord]:
+    """One FINISHED run per seed with these test micro-F1 scores (percent); `teacher` and `majority`
+    are their teacher's and the majority class's scores on the same test rows (fractions)."""
     base = {"dataset": "massive", "init": "teacher", "layers": "6", "hidden": "384", "kd": "False",
             "train_partition": "all", "eval_partition": "all", "teacher_partition": "all", "fraction": "1.0",
             "epochs": "30", "metric": "micro_f1"}
@@ -37,7 +38,8 @@ def runs(scores: list[float], majority: float = MAJORITY, **params) -> list[Tria
         i = next(_ids)
         p = {**base, **{k: str(v) for k, v in params.items()}, "seed": str(seed)}
         out.append(TrialRecord(f"run{i}", f"r{i}", "x", "FINISHED", start_time=i, params=p,
-                               metrics={"test_micro_f1": score / 100, "majority_test_micro_f1": majority}))
+                               metrics={"test_micro_f1": score / 100, "majority_test_micro_f1": majority,
+                                        "teacher_test_micro_f1": teacher}))
     return out
 
 
@@ -98,6 +100,10 @@ def test_copy_only_above_chance_on_massive_and_at_chance_on_tsm_as_the_paper_say
     assert got[("copy-only at chance", "Table 5, tsm")].verdict == "reproduced"  # 34.0 is within 2 of 33.3
     records[-1] = runs([49.0], kd=True, epochs=0, dataset="tsm", majority=0.3333)[0]
     assert judged(records)[("copy-only at chance", "Table 5, tsm")].verdict == "differs"
+    # a teacher at chance leaves its copy nothing to keep: no verdict either way
+    records[-1] = runs([34.0], kd=True, epochs=0, dataset="tsm", majority=0.3333, teacher=0.34)[0]
+    c = judged(records)[("copy-only at chance", "Table 5, tsm")]
+    assert c.verdict == "no verdict" and "teacher" in c.why
 
 
 def test_the_gap_shrinking_with_data_is_read_from_figure_2():

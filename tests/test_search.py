@@ -80,12 +80,12 @@ def test_a_random_search_runs_its_seeded_draws_and_matches_them_by_hash(store, r
 def test_the_parent_run_holds_the_best_trial_and_a_summary(store, random_search):
     client, trials = runs(store, "random")
     (parent,) = runs(store, "random", "sweep")[1]
-    best = max(trials, key=lambda r: r.data.metrics["best_val_macro_f1"])
+    best = max(trials, key=lambda r: r.data.metrics["best_val_micro_f1"])
     tags = parent.data.tags
     assert tags["kdtune.best_run"] == best.info.run_id
     assert tags["best.lr"] == best.data.params["lr"] and tags["best.warmup_ratio"] == best.data.params["warmup_ratio"]
-    assert parent.data.metrics["best_val_macro_f1"] == best.data.metrics["best_val_macro_f1"]
-    history = client.get_metric_history(parent.info.run_id, "best_val_macro_f1")
+    assert parent.data.metrics["best_val_micro_f1"] == best.data.metrics["best_val_micro_f1"]
+    history = client.get_metric_history(parent.info.run_id, "best_val_micro_f1")
     assert len(history) >= 2 and history[-1].value == max(h.value for h in history)  # updated as trials ended
     note = tags["mlflow.note.content"]
     assert "random search, 3 samples x 1 grid point(s)" in note and "Trials: 3 finished, 0 failed, 0 stopped" in note
@@ -96,11 +96,11 @@ def test_the_parent_run_holds_the_best_trial_and_a_summary(store, random_search)
 
 def test_kdtune_best_prints_a_fixed_block_that_runs_as_the_same_config(store, random_search, capsys, tmp_path):
     client, trials = runs(store, "random")
-    best = max(trials, key=lambda r: r.data.metrics["best_val_macro_f1"])
+    best = max(trials, key=lambda r: r.data.metrics["best_val_micro_f1"])
     capsys.readouterr()
     assert main(["best", "--experiment", "kdtune-search", "--sweep", "random", "--tracking-uri", store["uri"]]) == 0
     out = capsys.readouterr().out
-    assert f"run {best.info.run_id}" in out and f"best_val macro_f1 {best.data.metrics['best_val_macro_f1']:.4f}" in out
+    assert f"run {best.info.run_id}" in out and f"best_val micro_f1 {best.data.metrics['best_val_micro_f1']:.4f}" in out
     pasted = tmp_path / "pasted.yaml"
     pasted.write_text("name: pasted\n" + out[out.index("fixed:"):])
     assert main(["sweep", str(pasted), "--dry-run"]) == 0

@@ -251,8 +251,8 @@ def test_the_driver_shows_teacher_progress_while_it_waits(env):
     assert steps and steps == sorted(set(steps)) and steps[-1] == 40, said  # the last step is always shown
     assert all(step % 5 == 0 for step in steps)  # log steps (log_steps 5)
     assert all(line.split("/")[1].startswith("40, train loss") for line in progress)
-    assert "last val macro-F1" in progress[-1]  # evaluated at step 20 (and 40, after the line)
-    assert said[-1].startswith(f"  teacher {key}: best val macro_f1 ")
+    assert "last val micro-F1" in progress[-1]  # evaluated at step 20 (and 40, after the line)
+    assert said[-1].startswith(f"  teacher {key}: best val micro_f1 ")
 
 
 

@@ -36,7 +36,8 @@ RULE = """\
   chance" when within 2 points of its random row, else "above chance"; ours is above chance when
   every seed is more than 2 points over chance, at chance when its mean is within 2 points of it
   (or below), else mixed. Same category: reproduced; ours above where the paper's is at chance:
-  differs; otherwise not reproduced.
+  differs; otherwise not reproduced. Copy-only gets no verdict where its teacher is itself within
+  2 points of chance: there was nothing to keep.
 - Trend (Figure 2, the from-teacher - from-base gap shrinks with data): the gap at the smallest
   fraction minus the gap at the largest, among fractions where neither cell is within 2 points of
   chance; Welch 95 % interval over the four cells: above 0 reproduced, below 0 differs, else not
@@ -146,8 +147,10 @@ def contrast(finding: str, where: str, dataset: str, a: Cell, b: Cell, labels: t
                  len(xa), len(xb), diff, se, f"{wins}/{pairs}", p, paper_diff, chance, verdict, size, why)
 
 
-def versus_chance(finding: str, where: str, dataset: str, cell: Cell, label: str, chance: float | None) -> Claim | None:
-    """Is the cell above chance, as the paper's is or is not?"""
+def versus_chance(finding: str, where: str, dataset: str, cell: Cell, label: str, chance: float | None,
+                  needs_teacher: bool = False) -> Claim | None:
+    """Is the cell above chance, as the paper's is or is not? (`needs_teacher`: a copy of the
+    teacher, judged only where the teacher itself is clear of chance.)"""
     paper_random = paper_chance(dataset)
     if not cell.values or chance is None or cell.paper is None or paper_random is None:
         return None
@@ -158,6 +161,9 @@ def versus_chance(finding: str, where: str, dataset: str, cell: Cell, label: str
     claimed = "above" if paper_above else "at"
     verdict = ("reproduced" if ours == claimed else "differs" if ours == "above" else "not reproduced")
     why = f"the paper's cell is {claimed} chance ({float(cell.paper):g} vs {paper_random:g}); ours is {ours}"
+    if needs_teacher and (cell.teacher is None or cell.teacher < chance + MARGIN):
+        verdict = "no verdict"  # a copy of a teacher at chance has nothing to keep
+        why = "its teacher is within 2 points of chance or below it (or unknown)"
     return Claim(finding, where, dataset, "chance", label, f"chance {chance:.1f}", mean, chance, len(cell.values), 0,
                  mean - chance, None, f"{above}/{len(cell.values)}", None, float(cell.paper) - paper_random, chance,
                  verdict, "", why)
@@ -253,7 +259,7 @@ def table5_claims(table: Table) -> list[Claim | None]:
         random = rows.get(("random",), {}).get(col.key)
         chance = chance_of(col.dataset, copied, *([Cell(majority=max(random.values))] if random and random.values else []))
         out.append(versus_chance(_chance_finding("copy-only", copied, col.dataset), f"Table 5, {col.dataset}",
-                                 col.dataset, copied, "copy-only", chance))
+                                 col.dataset, copied, "copy-only", chance, needs_teacher=True))
     return out
 
 

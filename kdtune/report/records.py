@@ -226,6 +226,7 @@ class Cell:
     paper: float | int | None = None
     applicable: bool = True  # False for the teacher's KD column ("-" in the paper)
     majority: float | None = None  # the majority-class baseline of its runs' test rows (percent; the highest)
+    teacher: float | None = None  # their teacher's score on the same test rows (percent; the highest)
 
     @property
     def n(self) -> int:
@@ -258,10 +259,13 @@ def seed_cell(
     for rec in sorted(scored, key=lambda r: (r.start_time, r.run_id)):
         latest[param(rec, "seed") or rec.run_id] = rec
     seeds = sorted(latest, key=lambda s: (len(s), s))
-    majority = [100.0 * r.metrics[MAJORITY_SCORE] for r in latest.values() if MAJORITY_SCORE in r.metrics]
+    def highest(key: str) -> float | None:
+        values = [100.0 * r.metrics[key] for r in latest.values() if key in r.metrics]
+        return max(values) if values else None
+
     cell = Cell(
         values=tuple(100.0 * latest[s].metrics[metric] for s in seeds), seeds=tuple(seeds), paper=paper,
-        majority=max(majority) if majority else None,
+        majority=highest(MAJORITY_SCORE), teacher=highest(TEACHER_SCORE),
     )
     return cell, len(scored) - len(latest)
 

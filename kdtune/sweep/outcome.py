@@ -74,14 +74,37 @@ def settle_runs(
 
 
 def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
-    runs = sorted(tracker.trial_runs(parent), key=lambda r: r.info.run_name or "")
+    """Each trial's scores beside its teacher's and chance (the majority class on its test rows, the
+    paper's random row) in the sweep's metric; what the seeds can support; where to browse."""
+    runs = sorted((r for r in tracker.trial_runs(parent) if not r.data.tags.get(SUPERSEDED)),
+                  key=lambda r: r.info.run_name or "")
     metric = spec.metric
     w = min(110, max([58] + [len(r.info.run_name or "") for r in runs]))  # a search's names carry its values
-    say(f"\n{'run':{w}s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s}")
+    keys = (best_metric(metric), heldout_metric(metric), f"teacher_{heldout_metric(metric)}",
+            f"majority_{heldout_metric(metric)}")
+    say(f"\n{'run':{w}s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s} {'teacher':>8s} {'chance':>7s}")
     for r in runs:
-        if r.data.tags.get(SUPERSEDED):
-            continue
         m = r.data.metrics
-        val = f"{m[best_metric(metric)]:.4f}" if best_metric(metric) in m else "-"
-        test = f"{m[heldout_metric(metric)]:.4f}" if heldout_metric(metric) in m else "-"
-        say(f"{(r.info.run_name or '')[:w]:{w}s} {r.info.status:9s} {val:>12s} {test:>13s}")
+        val, test, teacher, chance = (f"{m[k]:.4f}" if k in m else "-" for k in keys)
+        say(f"{(r.info.run_name or '')[:w]:{w}s} {r.info.status:9s} {val:>12s} {test:>13s} {teacher:>8s} {chance:>7s}")
+    say("teacher: its score on the same test rows; chance: every test row answered with the most frequent class.")
+    seeds = _seeds_per_setting(runs)
+    if seeds and max(seeds) < 3:
+        say(f"{max(seeds)} seed(s) per setting: too few to order the settings (kdtune report judges the paper's "
+            "findings from 3 seeds a side).")
+    elif seeds:
+        say(f"The paper's findings, judged: kdtune report --experiment {spec.experiment} (its Claims section).")
+    runs_page = f"#/experiments/{tracker.experiment_id}/runs"  # the bare experiment page may open on GenAI traces
+    if tracker.uri.startswith(("http://", "https://")):
+        say(f"Browse the runs: {tracker.uri.rstrip('/')}/{runs_page}")
+    else:
+        say(f"Browse the runs: mlflow ui --backend-store-uri {tracker.uri}  then  http://127.0.0.1:5000/{runs_page}")
+
+
+def _seeds_per_setting(runs) -> list[int]:
+    """How many FINISHED seeds each setting (the run's params without its seed) has."""
+    from collections import Counter
+
+    counts = Counter(tuple(sorted((k, v) for k, v in r.data.params.items() if k != "seed"))
+                     for r in runs if r.info.status == "FINISHED")
+    return list(counts.values())
