@@ -192,9 +192,9 @@ def test_the_report_reads_what_the_sweep_tracked(env, first_run, tmp_path):
         setting = "KD" if r.data.params["kd"] == "True" else "NON-KD"
         (cell,) = [c for c in rows if c["init"] == r.data.params["init"] and c["setting"] == setting
                    and c["hidden"] == r.data.params["hidden"]]
-        assert cell["n"] == "1" and float(cell["mean"]) == pytest.approx(100 * r.data.metrics["test_macro_f1"], abs=1e-6)
+        assert cell["n"] == "1" and float(cell["mean"]) == pytest.approx(100 * r.data.metrics["test_micro_f1"], abs=1e-6)
     (teacher,) = [c for c in rows if c["init"] == "teacher_model" and c["setting"] == "NON-KD"]
-    assert float(teacher["mean"]) == pytest.approx(100 * trials[0].data.metrics["teacher_test_macro_f1"], abs=1e-6)
+    assert float(teacher["mean"]) == pytest.approx(100 * trials[0].data.metrics["teacher_test_micro_f1"], abs=1e-6)
     # teachers.csv: the sweep's one teacher, its best validation score as teachers.train wrote it
     (info,) = [json.loads(p.read_text()) for p in (env["store"] / "teachers").glob("*/teacher.json")]
     with open(out / "teachers.csv", newline="") as handle:
