@@ -342,3 +342,15 @@ def test_half_width_kd_trains_w_by_default_and_resumes_bit_exactly(tmp_path, kdt
     assert torch.equal(resumed.distiller.hidden_match.proj.weight, w_end)
     for k, v in full.student.state_dict().items():
         assert torch.equal(resumed.student.state_dict()[k], v), k
+
+
+def test_a_model_outside_the_attention_interface_is_refused_not_silently_read_after_dropout(monkeypatch):
+    """transformers before 5.0 kept BERT's and XLM-R's own attention classes: switching them to kdtune's
+    attention did nothing, and L_att read post-dropout maps. kdtune refuses such a model."""
+    from kdtune.errors import UsageError
+    from kdtune.models.attention import use_kd_attention
+
+    model = tiny_teacher()
+    monkeypatch.setattr(type(model), "_supports_attention_backend", False)
+    with pytest.raises(UsageError, match="AttentionInterface"):
+        use_kd_attention(model, read_layers=[0])

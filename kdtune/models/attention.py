@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from kdtune.config import ATT_TARGETS
+from kdtune.errors import UsageError
 
 KD_ATTENTION = "kdtune_kd"
 _SLOT = "kdtune_att_target"  # attribute on a self-attention module: the target it returns, or None
@@ -72,6 +73,13 @@ def use_kd_attention(model: nn.Module, read_layers=(), target: str = "probs") ->
     forward asks for attentions, every other layer runs SDPA. Returns the model."""
     if target not in ATT_TARGETS:
         raise ValueError(f"att_target {target!r}; allowed: {', '.join(ATT_TARGETS)}")
+    if not getattr(model, "_supports_attention_backend", False):
+        # Older transformers (BERT and XLM-R before 5.0) keep their own attention classes: the switch
+        # below would be ignored and L_att would read post-dropout maps, silently.
+        import transformers
+
+        raise UsageError(f"{type(model).__name__} does not route attention through transformers' AttentionInterface "
+                         f"(transformers {transformers.__version__}); kdtune's KD attention needs transformers>=5.0")
     register()
     model.set_attn_implementation(KD_ATTENTION)
     layers = self_attentions(model)
