@@ -28,7 +28,7 @@ ENV_DEFAULTS = {
 COMMANDS = {
     "student": "make a student checkpoint by copying weights (no training)",
     "data": "show rows per language and label of a dataset selection",
-    "preset": "build an offline model preset (tiny: tokenizer + small XLM-R + brief MLM; minilm: pretrained)",
+    "preset": "build an offline model preset (tiny: tokenizer + small XLM-R + brief MLM; minilm, e5: pretrained)",
     "sweep": "run a YAML sweep of trials with Ray Tune, tracked in MLflow",
     "report": "rebuild the paper's tables and figures from MLflow runs",
     "best": "print the best trial of an experiment or sweep, and its config as a fixed: block",

