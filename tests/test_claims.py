@@ -2,7 +2,7 @@
 
 Each case is built so that one verdict is right: a clear win, a cell near chance, a tie, a
 reversed order, copy-only above or at chance, a shrinking gap. The statistics are checked against
-an independent computation (the permutation count of the exact test, the pooled formula of the SE).
+an independent computation (the permutation count of the exact test, the unpooled SE formula).
 """
 
 from __future__ import annotations
@@ -141,3 +141,18 @@ def test_report_from_a_runs_csv_refuses_to_overwrite_the_folder_it_reads(tmp_pat
     assert main(["report", "--runs-csv", str(tmp_path / "nope.csv")]) == 2
     assert main(["report", "--runs-csv", str(tmp_path / "a" / "runs.csv"), "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "claims.csv").is_file()
+
+
+def test_where_the_paper_reports_a_loss_the_direction_wins_and_size_follow_it():
+    """Table 3, tsm, English-trained from-teacher: the paper's KD - NON-KD is 53.35 - 54.36 = -1.01."""
+    def table3(kd_scores, plain_scores):
+        common = dict(dataset="tsm", majority=0.3333, train_partition="english", eval_partition="unseen",
+                      teacher_partition="seen")
+        return judged(runs(kd_scores, kd=True, **common) + runs(plain_scores, kd=False, **common))
+
+    key = ("KD hurts from-teacher", "Table 3, tsm, trained on english")
+    hurts = table3([40, 41, 42], [50, 51, 52])[key]
+    assert (hurts.verdict, hurts.wins, hurts.size) == ("reproduced", "9/9", "larger")  # -10 against -1.01
+    assert hurts.p == pytest.approx(1 / 20) and hurts.paper_diff == pytest.approx(-1.01)
+    helps = table3([50, 51, 52], [40, 41, 42])[key]
+    assert (helps.verdict, helps.wins, helps.size) == ("differs", "0/9", "")

@@ -26,7 +26,7 @@ def summary(runs, uri="sqlite:////x/mlflow.db") -> list[str]:
 def test_scores_stand_beside_teacher_and_chance_and_one_seed_orders_nothing():
     said = summary([fake_run("a/teacher/s1", 1, 0.31), fake_run("a/base/s1", 1, 0.12, init="base")])
     header, *rows = [line for line in said if line.strip()][:3]
-    assert header.split()[-2:] == ["teacher", "chance"]
+    assert header.split()[-2:] == ["teacher", "majority"]
     assert rows[0].split()[-4:] == ["0.1300", "0.1200", "0.4100", "0.0701"]  # base sorts first
     assert any("1 seed(s) per setting: too few to order" in line for line in said)
     assert said[-1].endswith("http://127.0.0.1:5000/#/experiments/7/runs") and "mlflow ui --backend-store-uri" in said[-1]

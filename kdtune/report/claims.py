@@ -26,12 +26,12 @@ RULE = """\
   direction. reproduced: p <= 0.05 that way; differs: p <= 0.05 the other way; not reproduced:
   neither. At 3 seeds a side p <= 0.05 needs all 9 pairs (p = 1/20), the strongest 3 seeds can
   say, so no correction for the number of contrasts could ever pass one; the report says instead
-  how many verdicts chance alone would give. No verdict when the seeds cannot reach 0.05 at all
-  (fewer than 3 a side, or 2 against 4), or when either cell's mean is within 2 points of chance
-  (or below it): a model at chance has no order to compare.
-- Size (two-cell contrasts with a verdict and a paper number): the Welch 95 % interval of our
-  difference holds the paper's difference (same size), or lies above it (larger) or below it
-  (smaller).
+  how many verdicts chance alone would give. No verdict when a cell has one seed, when the seeds
+  cannot reach 0.05 at all (3 a side is the least that can; 2 against 4 cannot), or when either
+  cell's mean is within 2 points of chance (or below it): a model at chance has no order to compare.
+- Size (two-cell contrasts reproduced or not reproduced, with a paper number): in the paper's
+  direction, the Welch 95 % interval of our difference holds the paper's (same size), or lies
+  above it (larger) or below it (smaller).
 - Chance claims (copy-only in Table 5, from-scratch in Tables 3-4): the paper's cell is "at
   chance" when within 2 points of its random row, else "above chance"; ours is above chance when
   every seed is more than 2 points over chance, at chance when its mean is within 2 points of it
@@ -69,6 +69,7 @@ class Claim:
     verdict: str
     size: str  # same size | larger | smaller | "" (not judged)
     why: str  # the reason for "no verdict", or what decided it
+    near_chance: bool = False  # a cell within MARGIN of chance: no verdict
 
 
 def chance_of(dataset: str, *cells: Cell) -> float | None:
@@ -84,14 +85,6 @@ def paper_chance(dataset: str) -> float | None:
         if row[0] == "random":
             return dict(zip(("massive", "tsm"), row[1:])).get(dataset)
     return None
-
-
-def _welch(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Standard error of mean(a) - mean(b) and Welch-Satterthwaite degrees of freedom."""
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else math.inf
-    return se, df
 
 
 def _interval(diff: float, parts: list[tuple[float, int]]) -> tuple[float, float, float]:
@@ -119,15 +112,16 @@ def contrast(finding: str, where: str, dataset: str, a: Cell, b: Cell, labels: t
     xa, xb = list(a.values), list(b.values)
     chance = chance_of(dataset, a, b)
     diff = statistics.fmean(xa) - statistics.fmean(xb)
-    wins = sum(x > y for x in xa for y in xb)
+    pairs = len(xa) * len(xb)
+    wins = sum((x > y) if direction > 0 else (x < y) for x in xa for y in xb)  # pairs that go the paper's way
     se = p = None
-    size, verdict = "", "no verdict"
+    size, verdict, near = "", "no verdict", False
     if min(len(xa), len(xb)) >= 2:
-        se = _welch(xa, xb)[0]
-    smallest_p = 1 / math.comb(len(xa) + len(xb), len(xa))
-    if smallest_p > ALPHA:
-        why = f"too few seeds ({len(xa)} and {len(xb)}: p cannot reach {ALPHA})"
+        se, low, high = _interval(diff, [(statistics.variance(xa), len(xa)), (statistics.variance(xb), len(xb))])
+    if min(len(xa), len(xb)) < 2 or 1 / math.comb(len(xa) + len(xb), len(xa)) > ALPHA:
+        why = f"too few seeds ({len(xa)} and {len(xb)}: the test cannot reach p {ALPHA})"
     elif chance is not None and min(statistics.fmean(xa), statistics.fmean(xb)) < chance + MARGIN:
+        near = True
         why = f"a cell within {MARGIN:g} points of chance ({chance:.1f}) or below it"
     else:
         from scipy.stats import mannwhitneyu
@@ -137,14 +131,13 @@ def contrast(finding: str, where: str, dataset: str, a: Cell, b: Cell, labels: t
         p_other = float(mannwhitneyu(xa, xb, alternative=other, method="exact").pvalue)
         verdict = "reproduced" if p <= ALPHA else "differs" if p_other <= ALPHA else "not reproduced"
         why = f"one-sided p {p:.3f} the paper's way, {p_other:.3f} the other"
-        if paper_diff is not None:
-            _, low, high = _interval(diff, [(statistics.variance(xa), len(xa)), (statistics.variance(xb), len(xb))])
-            size = "same size" if low <= paper_diff <= high else "larger" if low > paper_diff else "smaller"
-    pairs = len(xa) * len(xb)
-    if direction < 0:
-        wins = pairs - wins - sum(x == y for x in xa for y in xb)  # wins in the paper's direction
+        if paper_diff is not None and verdict != "differs":
+            # sizes in the paper's direction, so a larger effect reads "larger" whichever its sign
+            sign_ = 1.0 if direction > 0 else -1.0
+            low, high = sorted((sign_ * low, sign_ * high))
+            size = "same size" if low <= abs(paper_diff) <= high else "larger" if low > abs(paper_diff) else "smaller"
     return Claim(finding, where, dataset, "contrast", labels[0], labels[1], statistics.fmean(xa), statistics.fmean(xb),
-                 len(xa), len(xb), diff, se, f"{wins}/{pairs}", p, paper_diff, chance, verdict, size, why)
+                 len(xa), len(xb), diff, se, f"{wins}/{pairs}", p, paper_diff, chance, verdict, size, why, near)
 
 
 def versus_chance(finding: str, where: str, dataset: str, cell: Cell, label: str, chance: float | None,
@@ -163,7 +156,7 @@ def versus_chance(finding: str, where: str, dataset: str, cell: Cell, label: str
     why = f"the paper's cell is {claimed} chance ({float(cell.paper):g} vs {paper_random:g}); ours is {ours}"
     if needs_teacher and (cell.teacher is None or cell.teacher < chance + MARGIN):
         verdict = "no verdict"  # a copy of a teacher at chance has nothing to keep
-        why = "its teacher is within 2 points of chance or below it (or unknown)"
+        why = f"its teacher is within {MARGIN:g} points of chance or below it (or unknown)"
     return Claim(finding, where, dataset, "chance", label, f"chance {chance:.1f}", mean, chance, len(cell.values), 0,
                  mean - chance, None, f"{above}/{len(cell.values)}", None, float(cell.paper) - paper_random, chance,
                  verdict, "", why)
@@ -197,7 +190,7 @@ def _kd_effect(init: str, where: str, dataset: str, cells: dict) -> Claim | None
 def table2_claims(table: Table) -> list[Claim | None]:
     out: list[Claim | None] = []
     rows = _rows(table)
-    shapes = sorted({keys[1:] for keys in rows}, key=lambda s: s)
+    shapes = sorted({keys[1:] for keys in rows})
     for shape in shapes:
         width = "= teacher" if shape[1] in ("", "None") else f"h{shape[1]}"
         for col in table.columns:
@@ -273,7 +266,7 @@ def figure2_claims(panels) -> list[Claim | None]:
             claim = contrast("from-teacher > from-base", f"Figure 2, {panel.dataset}, {100 * fraction:g} % of the data",
                              panel.dataset, teacher[fraction], base[fraction], ("from-teacher", "from-base"), sign=1.0)
             out.append(claim)
-            if claim and not claim.why.startswith("a cell within") and min(claim.n_a, claim.n_b) >= 2:
+            if claim and not claim.near_chance and min(claim.n_a, claim.n_b) >= 2:
                 usable.append(fraction)
         out.append(_trend(panel.dataset, usable, teacher, base))
     return out
@@ -298,6 +291,13 @@ def _trend(dataset: str, fractions: list[float], teacher: dict, base: dict) -> C
 def claims(tables: list[Table], figure2=()) -> list[Claim]:
     """Every testable finding of the paper in these tables and Figure 2 panels, judged."""
     builders = {"table2": table2_claims, "table3": table3_claims, "table4": table4_claims, "table5": table5_claims}
-    out = [c for t in tables if t.name in builders for c in builders[t.name](t)]
-    out += figure2_claims(figure2)
-    return [c for c in out if c is not None]
+    out = [c for t in tables if t.name in builders for c in builders[t.name](t) if c is not None]
+    # Figure 2's point at the tables' fraction is a table's cell pair again: count it once
+    listed = {_cells(c) for c in out}
+    out += [c for c in figure2_claims(figure2) if c is not None and (c.kind != "contrast" or _cells(c) not in listed)]
+    return out
+
+
+def _cells(c: Claim) -> tuple:
+    """What identifies a contrast's two cells (their seeds' means and counts)."""
+    return (c.dataset, c.a, c.b, round(c.mean_a or 0, 9), round(c.mean_b or 0, 9), c.n_a, c.n_b)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
 from kdtune.report.claims import ALPHA, RULE, VERDICTS, Claim
 from kdtune.report.records import dataset_order
 
-FIELDS = ("finding", "where", "dataset", "kind", "a", "b", "mean_a", "mean_b", "n_a", "n_b", "diff", "se", "wins", "p",
-          "paper_diff", "chance", "verdict", "size", "why")
+FIELDS = tuple(f.name for f in dataclasses.fields(Claim))
 
 
 def write_csv(claims: list[Claim], path: Path) -> Path:

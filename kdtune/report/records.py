@@ -290,8 +290,9 @@ def group_by(records: Iterable[TrialRecord], key: Callable[[TrialRecord], tuple]
 
 def varying_params(records: list[TrialRecord]) -> set[str]:
     """Params (other than per-run ones such as seed) whose value differs between `records`. A trial
-    field that a run did not log counts as the field's default: the run predates the field and ran
-    as its default (`default_params`), so it is not mixed with a run that logged the default."""
+    field that a run did not log counts as what the run ran with (`default_params`: the field's
+    default, or its legacy default where the default changed later), so it is not mixed with a run
+    that logged that value."""
     keys = set().union(*(r.params for r in records)) if records else set()
     defaults = default_params()
     out = set()

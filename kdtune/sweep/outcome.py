@@ -74,7 +74,7 @@ def settle_runs(
 
 
 def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
-    """Each trial's scores beside its teacher's and chance (the majority class on its test rows, the
+    """Each trial's scores beside its teacher's and the majority class's on its test rows (the
     paper's random row) in the sweep's metric; what the seeds can support; where to browse."""
     runs = sorted((r for r in tracker.trial_runs(parent) if not r.data.tags.get(SUPERSEDED)),
                   key=lambda r: r.info.run_name or "")
@@ -82,12 +82,13 @@ def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
     w = min(110, max([58] + [len(r.info.run_name or "") for r in runs]))  # a search's names carry its values
     keys = (best_metric(metric), heldout_metric(metric), f"teacher_{heldout_metric(metric)}",
             f"majority_{heldout_metric(metric)}")
-    say(f"\n{'run':{w}s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s} {'teacher':>8s} {'chance':>7s}")
+    say(f"\n{'run':{w}s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s} {'teacher':>8s} {'majority':>8s}")
     for r in runs:
         m = r.data.metrics
         val, test, teacher, chance = (f"{m[k]:.4f}" if k in m else "-" for k in keys)
-        say(f"{(r.info.run_name or '')[:w]:{w}s} {r.info.status:9s} {val:>12s} {test:>13s} {teacher:>8s} {chance:>7s}")
-    say("teacher: its score on the same test rows; chance: every test row answered with the most frequent class.")
+        say(f"{(r.info.run_name or '')[:w]:{w}s} {r.info.status:9s} {val:>12s} {test:>13s} {teacher:>8s} {chance:>8s}")
+    say("teacher: its score on the same test rows; majority: every test row answered with the most frequent class "
+        "(chance, the paper's random row; in macro-F1 uniform guessing, 1/classes, can score higher).")
     seeds = _seeds_per_setting(runs)
     if seeds and max(seeds) < 3:
         say(f"{max(seeds)} seed(s) per setting: too few to order the settings (kdtune report judges the paper's "
