@@ -71,7 +71,7 @@ def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
     )
     del base
     if trial.used_vocab and trial.epochs > 0:  # built full first: the same random numbers as without
-        vocab.trim_where_it_pays(student, vocab.used_ids(_rows(inputs), vocab.special_ids(tokenizer, student)))
+        vocab.trim_where_it_pays(student, vocab.used_ids(student_rows(inputs), vocab.special_ids(tokenizer, student)))
     distiller = None
     t_cfg, s_cfg = teacher.config, student.config
     kd_attention = trial.kd and trial.epochs > 0 and trial.w_att > 0
@@ -88,7 +88,7 @@ def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
     return Built(trial, inputs, teacher, student, tokenizer, distiller, report, teacher_dir)
 
 
-def _rows(inputs: Inputs) -> list:
+def student_rows(inputs: Inputs) -> list:
     """The encoded rows of every split the student sees: its embedding table must hold their ids."""
     return [inputs.train_loader(0).dataset, inputs.validation.loader.dataset] + (
         [inputs.test.loader.dataset] if inputs.test is not None else [])
