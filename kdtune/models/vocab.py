@@ -122,7 +122,8 @@ def trim_where_it_pays(model, ids: torch.Tensor) -> bool:
 
 
 def trimmed(model) -> UsedVocabEmbedding | None:
-    emb = model.get_input_embeddings()
+    """The model's used-vocabulary table; None when it has none (or no input embedding at all)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     return emb if isinstance(emb, UsedVocabEmbedding) else None
 
 
@@ -159,6 +160,8 @@ def _key(model) -> str:
 def fit_checkpoint(model, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`weights` (a state dict from a checkpoint) made to load into `model`: a full table is sliced
     to the model's used rows; a trimmed one trims an untrimmed model to its rows."""
+    if not hasattr(model, "get_input_embeddings"):  # not a transformers model: nothing to fit
+        return weights
     prefix = _key(model)
     w_key, ids_key = f"{prefix}.weight", f"{prefix}.{IDS}"
     table = trimmed(model)
