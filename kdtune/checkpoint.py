@@ -97,7 +97,8 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     # On the CPU first: load_state_dict moves the optimizer's tensors to the parameters' device, so
     # a checkpoint written on a GPU still loads on a host without one.
     optim = torch.load(folder / "optim.pt", weights_only=True, map_location="cpu")
-    best = fit_checkpoint(model, load_file(folder / "best.safetensors")) if (folder / "best.safetensors").exists() else None
+    best = folder / "best.safetensors"
+    best = fit_checkpoint(model, load_file(best)) if best.exists() else None
     state = TrainState(
         step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"], best_weights=best,
         optimizer=optim["optimizer"], scheduler=optim["scheduler"], history=meta["history"],

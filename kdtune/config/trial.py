@@ -150,7 +150,8 @@ class TrialConfig:
         return name + ("/copy-only" if self.epochs == 0 else "")
 
 
-UNHASHED = frozenset({"data_dir", "save_model", "compile", "teacher_cache", "used_vocab"})  # where and how fast, not what
+# where and how fast, not what
+UNHASHED = frozenset({"data_dir", "save_model", "compile", "teacher_cache", "used_vocab"})
 # Fields added after stores existed: at their default they stay out of the hash, so every trial
 # run before they existed keeps its hash (and is still found as FINISHED).
 ADDED_LATER = {"languages": "all", "teacher_weight_decay": None, "teacher_warmup_ratio": None,
