@@ -25,6 +25,15 @@ TRIAL = {
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: two on two shared cores spin in OpenMP barriers (5x slower here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, kdtune_cache):
     from kdtune.teachers import ensure_teacher

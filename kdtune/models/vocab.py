@@ -46,10 +46,11 @@ class UsedVocabEmbedding(nn.Module):
         ids = torch.as_tensor(ids, dtype=torch.long, device=full.weight.device)
         self.num_embeddings, self.embedding_dim = full.num_embeddings, full.embedding_dim
         self.full_padding_idx = full.padding_idx
-        # The table as built (unused rows are restored from it). A plain attribute on the CPU:
-        # not a parameter (no gradient, no optimizer state), not moved to the training device.
-        self.full = full.weight.detach().to("cpu", copy=True)
-        self.weight = nn.Parameter(full.weight.detach()[ids].clone())
+        # The table as built (unused rows are restored from it; the replaced module's storage, no
+        # copy). A plain attribute on the CPU: not a parameter (no gradient, no optimizer state),
+        # not moved to the training device.
+        self.full = full.weight.detach().to("cpu")
+        self.weight = nn.Parameter(full.weight.detach()[ids])  # indexing copies
         self.register_buffer(IDS, ids.clone())  # in checkpoints: what the rows are
         remap = torch.full((full.num_embeddings,), -1, dtype=torch.long, device=ids.device)
         remap[ids] = torch.arange(len(ids), device=ids.device)
@@ -114,7 +115,8 @@ def trim(model, ids: torch.Tensor) -> UsedVocabEmbedding:
 
 
 def trim_where_it_pays(model, ids: torch.Tensor) -> bool:
-    """`trim` unless the model is tied or the table would keep most of its weight (`PAYS_FROM`)."""
+    """`trim` unless the model is tied or the rows it drops hold under `PAYS_FROM` of the model's
+    parameters (measured: no gain there, docs/performance.md)."""
     if is_tied(model) or not pays(model, ids):
         return False
     trim(model, ids)
