@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from kdtune.models.vocab import fit_checkpoint
 from kdtune.train import TrainState
 
 FINISHED = "finished"  # meta key of a slimmed checkpoint (slim_checkpoint)
@@ -79,12 +80,14 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     meta = json.loads((folder / "meta.json").read_text())
     if meta.get(FINISHED):
         assert not parts, "only teachers, which have no extra parts, slim their checkpoints"
-        best = load_file(folder / "best.safetensors")
+        best = fit_checkpoint(model, load_file(folder / "best.safetensors"))
         model.load_state_dict(best)
         state = TrainState(step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"],
                            best_weights=best, history=meta["history"])
         return state, meta
-    weights = load_file(folder / "model.safetensors")
+    # A table written full (before the used-vocabulary trim, or with it off) is sliced to the
+    # model's used rows; one written trimmed trims the model (kdtune.models.vocab).
+    weights = fit_checkpoint(model, load_file(folder / "model.safetensors"))
     prefixes = tuple(f"{name}." for name in parts or {})
     model.load_state_dict({k: v for k, v in weights.items() if not k.startswith(prefixes)})
     for name, part in (parts or {}).items():
@@ -94,7 +97,8 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     # On the CPU first: load_state_dict moves the optimizer's tensors to the parameters' device, so
     # a checkpoint written on a GPU still loads on a host without one.
     optim = torch.load(folder / "optim.pt", weights_only=True, map_location="cpu")
-    best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
+    best = folder / "best.safetensors"
+    best = fit_checkpoint(model, load_file(best)) if best.exists() else None
     state = TrainState(
         step=meta["step"], best_score=meta["best_score"], best_step=meta["best_step"], best_weights=best,
         optimizer=optim["optimizer"], scheduler=optim["scheduler"], history=meta["history"],

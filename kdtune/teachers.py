@@ -32,6 +32,7 @@ from filelock import FileLock
 from kdtune.checkpoint import FINISHED, has_checkpoint, load_checkpoint, save_checkpoint, slim_checkpoint
 from kdtune.config import TeacherSpec, TrialConfig
 from kdtune.inputs import load_splits, teacher_inputs
+from kdtune.models import vocab
 from kdtune.runtime import pick_device, seed_everything
 from kdtune.train import Callbacks, TrainSettings, evaluate, total_steps, train
 
@@ -125,6 +126,9 @@ def fine_tune(
                 base, num_labels=len(names), id2label=dict(enumerate(names)),
                 label2id={n: i for i, n in enumerate(names)},
             )
+        if spec.used_vocab:  # the rows it trains and validates on; saved with the full vocabulary
+            rows = [inputs.train_loader(0).dataset, inputs.validation.loader.dataset]
+            vocab.trim_where_it_pays(model, vocab.used_ids(rows, vocab.special_ids(tokenizer, model)))
         settings = TrainSettings.from_fields(spec, seed=seed)
         losses: list[tuple[int, float]] = []
         n_steps = total_steps(settings, len(inputs.train_loader(0)))
@@ -153,6 +157,7 @@ def fine_tune(
         # had finished only loads its best weights (train's loop has no step left to run).
         result = train(model, inputs.train_loader, inputs.validation.loader, settings, device, callbacks=cb,
                        state=state)
+        vocab.restore_full(model, result.decay_to_best)
         log(f"teacher {spec.key} seed {seed}: best val {name} {result.best_score:.4f} at step {result.best_step}")
         if ckpt is not None:  # kept until the teacher is complete, but only its best weights
             slim_checkpoint(ckpt)
@@ -197,6 +202,8 @@ def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, n_st
         if state.step > n_steps or (finished and state.step != n_steps):
             raise ValueError(f"at step {state.step}{' (finished)' if finished else ''}, this seed has {n_steps}")
     except Exception as err:  # noqa: BLE001 - unreadable, not ours, any reason: start the seed over
+        if vocab.trimmed(model) is not None and not any(k.endswith(f".{vocab.IDS}") for k in fresh):
+            vocab.restore_full(model)  # the checkpoint's trimmed table trimmed it: undo
         model.load_state_dict(fresh)
         shutil.rmtree(ckpt, ignore_errors=True)
         log(f"teacher checkpoint {ckpt} not resumed ({err}): training that seed from the start")

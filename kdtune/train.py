@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from kdtune.metrics import DEFAULT_METRIC, scores
+from kdtune.models import vocab
 from kdtune.runtime import autocast_for, capture_rng, fast_matmul, restore_rng, to_device
 
 
@@ -90,6 +91,9 @@ class TrainResult:
     best_step: int
     steps: int
     history: list[dict]
+    # What AdamW's weight decay multiplied a zero-gradient row by up to `best_step`: the factor
+    # for the rows a used-vocabulary table left out (`kdtune.models.vocab.restore_full`).
+    decay_to_best: float = 1.0
 
 
 @dataclass
@@ -152,8 +156,8 @@ def train(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(settings.warmup_ratio * n_steps), n_steps
     )
-    if state.optimizer is not None:
-        optimizer.load_state_dict(state.optimizer)
+    if state.optimizer is not None:  # one written with the full table is sliced to the used rows
+        optimizer.load_state_dict(vocab.fit_optimizer(model, params, state.optimizer))
         scheduler.load_state_dict(state.scheduler)
     step_fn = make_step(model, distiller, device, settings.precision, compile=settings.compile)
 
@@ -209,7 +213,11 @@ def train(
 
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
-    return TrainResult(state.best_score, state.best_step, state.step, state.history)
+    # The learning rate of step k is the scheduler's base rate times its lambda at k (it steps
+    # after the optimizer), so this is the decay AdamW applied up to the kept checkpoint.
+    lam, base = scheduler.lr_lambdas[0], scheduler.base_lrs[0]
+    decay = vocab.decay_factor((base * lam(k) for k in range(state.best_step)), settings.weight_decay)
+    return TrainResult(state.best_score, state.best_step, state.step, state.history, decay)
 
 
 def record_eval(model: torch.nn.Module, state: TrainState, step: int, metrics: dict, metric: str) -> None:

@@ -77,6 +77,8 @@ def run_trial(config: dict[str, Any]) -> None:
             "hidden_match_used": built.distiller.hidden_match.used if built.distiller else "none",
             "student_heads": s_cfg.num_attention_heads, "teacher_layers": t_cfg.num_hidden_layers,
             "teacher_hidden": t_cfg.hidden_size, "train_rows": built.inputs.train_rows,
+            # the student's trained embedding rows: its vocabulary, or the used ids (kdtune.models.vocab)
+            "embedding_rows": built.student.get_input_embeddings().weight.shape[0],
         })
 
         def on_log(step: int, logs: dict[str, float]) -> None:

@@ -18,6 +18,7 @@ from kdtune.config import TrialConfig
 from kdtune.inputs import Inputs, build_inputs, load_splits
 from kdtune.teachers import cached_test_scores, load_info, load_teacher
 from kdtune.metrics import METRICS
+from kdtune.models import vocab
 from kdtune.runtime import seed_everything
 from kdtune.train import Callbacks, Distiller, TrainSettings, TrainState, train
 
@@ -69,6 +70,8 @@ def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
         hidden_dropout=trial.hidden_dropout, attention_dropout=trial.attention_dropout,
     )
     del base
+    if trial.used_vocab and trial.epochs > 0:  # built full first: the same random numbers as without
+        vocab.trim_where_it_pays(student, vocab.used_ids(student_rows(inputs), vocab.special_ids(tokenizer, student)))
     distiller = None
     t_cfg, s_cfg = teacher.config, student.config
     kd_attention = trial.kd and trial.epochs > 0 and trial.w_att > 0
@@ -85,6 +88,12 @@ def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
     return Built(trial, inputs, teacher, student, tokenizer, distiller, report, teacher_dir)
 
 
+def student_rows(inputs: Inputs) -> list:
+    """The encoded rows of every split the student sees: its embedding table must hold their ids."""
+    return [inputs.train_loader(0).dataset, inputs.validation.loader.dataset] + (
+        [inputs.test.loader.dataset] if inputs.test is not None else [])
+
+
 def _layer_map(value):
     return list(value) if isinstance(value, tuple) else value
 
@@ -97,6 +106,7 @@ def run(
     log=lambda msg: None,
 ) -> Outcome:
     """Train the built student, then score its best checkpoint and the teacher on the test set.
+    The student ends with the full vocabulary (a used-vocabulary table is expanded after its test).
 
     A KD trial first attaches its teacher cache (`kdtune.teacher_cache`), building it if no trial
     has; `log` gets its one-line report."""
@@ -116,6 +126,8 @@ def run(
 
     preds, golds = predict(built.student, inputs.test.loader, device, trial.precision)
     test = scores(preds, golds, inputs.test.languages)
+    # What leaves the trial has the full vocabulary: unused rows decayed up to the kept step.
+    vocab.restore_full(built.student, result.decay_to_best)
     teacher_test = cached_test_scores(
         built.teacher_dir, built.teacher.to(device), inputs.test, trial.eval_partition, device, trial.precision
     )

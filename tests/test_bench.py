@@ -175,7 +175,9 @@ def test_a_step_reading_the_teacher_cache_runs_only_the_students_flops(tokenizer
 
 KEYS = {"machine", "setup", "batches", "memory", "sweep", "goals"}
 BATCH_KEYS = {"kdtune", "kdtune_no_cache", "reference", "matmul", "speedup", "cache_speedup", "teacher_cache",
-              "ablations"}
+              "ablations", "vocab"}
+VOCAB_KEYS = {"vocab_size", "used_rows", "hidden", "trial_default", "used_vocab", "full_vocab", "speedup",
+              "embedding_share"}
 PATH_KEYS = {"examples_per_s", "flops_per_s", "step_seconds", "mfu", "padding_efficiency", "real_tokens",
              "padded_tokens", "examples", "steps", "tokens_per_batch", "mfu_vs_square"}
 
@@ -192,7 +194,8 @@ def bench_json(kdtune_cache):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["bench", "--preset", "micro", "--dataset", "synthetic", "--skip-sweep", "--repeats", "1",
-                     "--batch-sizes", "8,4", "--ablations", "pad-to-max,loop-loss", "--threads", "1", "--json"])
+                     "--batch-sizes", "8,4", "--ablations", "pad-to-max,loop-loss", "--threads", "1", "--json",
+                     "--vocab-model", "preset:micro"])  # the e5-shaped default is the bench's, not a test's
     assert code == 0
     return json.loads(out.getvalue())
 
@@ -236,9 +239,17 @@ def test_bench_cli_prints_json_with_every_measurement(bench_json):
     first, second = r["batches"]["8"]["teacher_cache"], r["batches"]["4"]["teacher_cache"]
     assert (first["status"], second["status"]) == ("built", "reused") and first["bytes"] == second["bytes"] > 0
     assert r["memory"]["kind"] in ("peak_rss_delta", "maxrss_growth") and r["memory"]["bytes"] >= 0
+    # the used-vocabulary pair, on the main model and on the vocabulary model: same batches, other table
+    for v in [b["vocab"] for b in r["batches"].values()] + list(r["vocab_model"]["batches"].values()):
+        assert VOCAB_KEYS <= set(v) and v["used_rows"] < v["vocab_size"]
+        assert v["used_vocab"]["real_tokens"] == v["full_vocab"]["real_tokens"]
+        assert v["speedup"]["median"] == pytest.approx(
+            v["used_vocab"]["examples_per_s"]["median"] / v["full_vocab"]["examples_per_s"]["median"])
+    assert r["vocab_model"]["model"] == "preset:micro" and set(r["vocab_model"]["batches"]) == {"8", "4"}
     g = r["goals"]
     assert set(g) == {"speedup@32", "mfu_vs_square@32", "mfu_vs_square@8", "teacher_cache@8", "teacher_cache@32",
-                      "sweep_overhead"}
+                      "sweep_overhead", "used_vocab@8"}
+    assert g["used_vocab@8"]["measured"] == r["vocab_model"]["batches"]["8"]["speedup"]["median"]
     assert r["sweep"] is None and g["sweep_overhead"]["met"] is None and g["speedup@32"]["met"] is None
     assert g["teacher_cache@8"]["measured"] == r["batches"]["8"]["cache_speedup"]["median"]
     assert g["teacher_cache@8"]["met"] == (g["teacher_cache@8"]["measured"] >= 1.4)
@@ -256,7 +267,8 @@ def test_bench_cli_prints_the_table(bench_json, monkeypatch, capsys):
     for label in ("batch 8:", "batch 4:", "KD throughput (examples/s)", "MFU (real tokens)", "padding efficiency",
                   "KD speedup", "teacher cache (built", "teacher cache (reused", "peak memory of one trial",
                   "sweep overhead: skipped", "goal mfu_vs_square@8 >= 25.0%", "goal teacher_cache@8 >= 1.40x",
-                  "goal speedup@32 >= 4.00x: - (not measured)"):
+                  "goal speedup@32 >= 4.00x: - (not measured)", "embedding table: used rows",
+                  "vocabulary model preset:micro", "goal used_vocab@8 >= 3.00x"):
         assert label in table, label
     assert f"{bench_json['batches']['8']['kdtune']['padding_efficiency'] * 100:.1f}%" in table
 

@@ -132,7 +132,7 @@ def test_languages_field_narrows_the_data_and_keeps_old_hashes(tmp_path):
     # Trials from before the field existed keep their hash: the hash of the same dict without it.
     # (the teacher_* overrides came later still: at their default None they stay out too)
     later = ("languages", "teacher_weight_decay", "teacher_warmup_ratio", "teacher_max_grad_norm")
-    unhashed = ("data_dir", "save_model", "compile", "teacher_cache", *later)
+    unhashed = ("data_dir", "save_model", "compile", "teacher_cache", "used_vocab", *later)
     legacy = {k: v for k, v in base.to_dict().items() if k not in unhashed}
     assert same.config_hash == base.config_hash == stable_hash(legacy)
     assert sub.config_hash != base.config_hash

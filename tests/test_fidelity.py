@@ -193,7 +193,9 @@ STUDENT_ONLY = {
     # them; fine-tuning never reads it, so it is neither in the teacher key nor in the config hash
     "teacher_cache",
 }
-NOT_HASHED = {"data_dir", "log_steps"}  # where the data is, how often to log
+# Where the data is, how often to log, and `used_vocab`: teacher fine-tuning reads it, but it is
+# the same computation (tests/test_vocab.py), so it is in neither the config hash nor the key.
+NOT_HASHED = {"data_dir", "log_steps", "used_vocab"}
 
 
 def _changed(field: str):

@@ -6,8 +6,9 @@
 
 Modules: `flops` (analytic FLOP count on real tokens), `matmul` (the machine's dense matmul
 FLOP/s), `timing` (medians and spreads), `setup` (model, rows and trial), `paths` (kdtune's KD
-path through `kdtune.train.train`, and the TinyBERT-style reference loop), `memory` (peak
-memory), `overhead` (Ray Tune + MLflow sweep overhead), `run` (the orchestration), `table`.
+path through `kdtune.train.train`, and the TinyBERT-style reference loop), `vocab` (the
+used-vocabulary embedding table against the full one, paired), `memory` (peak memory),
+`overhead` (Ray Tune + MLflow sweep overhead), `run` (the orchestration), `table`.
 """
 
 from kdtune.bench.run import GOALS, BenchOptions, run_bench

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 # (goal, batch size or None, target, ">=" or "<="): issue 9's speedup and sweep overhead, issue
-# 17's MFU per batch size and the teacher cache's throughput gain at the paper's batch size.
+# 17's MFU per batch size and the teacher cache's throughput gain at the paper's batch size,
+# issue 27's used-vocabulary table on the vocabulary model (`kdtune.bench.vocab`).
 GOALS = (
     ("speedup", 32, 4.0, ">="),
     ("mfu_vs_square", 32, 0.5, ">="),
@@ -40,6 +41,7 @@ GOALS = (
     ("teacher_cache", 8, 1.4, ">="),
     ("teacher_cache", 32, 1.4, ">="),
     ("sweep_overhead", None, 0.10, "<="),
+    ("used_vocab", 8, 3.0, ">="),  # issue 27: the vocabulary model's step throughput, used vs full table
 )
 # LengthGroupedSampler sorts mega-batches of min(50, rows // (4 * batch)) batches: with 200 batches
 # of rows they hold 50, as in a full-size run, and one timed sample of kdtune's path is one of them.
@@ -63,6 +65,8 @@ class BenchOptions:
     ablations: tuple[str, ...] = ()  # fast-path items to switch off one at a time (bench.ablations)
     pad_to: int = 128
     seed: int = 1
+    # a second model measured with and without the used-vocabulary table (None: skip it)
+    vocab_model: str | None = "random:e5-small"
     workdir: str | None = None
 
 
@@ -99,6 +103,7 @@ def _run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device visible to torch; use --device cpu")
     parse_model(opts.model)  # a bad name fails before any work
+    vocab_skipped = vocab_model_missing(opts.vocab_model)
     unknown = [a for a in opts.ablations if a not in VARIANTS]
     if unknown:
         raise UsageError(f"--ablations: unknown item {unknown[0]!r}; allowed: all, {', '.join(VARIANTS)}")
@@ -132,6 +137,13 @@ def _run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict:
             result["batches"][str(batch_size)] = measure_batch(
                 prepared, batch_size, opts, device, log, memory=i == 0, setup=result["setup"])
         result["memory"] = result["batches"][str(opts.batch_sizes[0])].pop("memory")
+        result["vocab_model"] = {"skipped": vocab_skipped} if vocab_skipped else None
+        if opts.vocab_model and not vocab_skipped:
+            from kdtune.bench.vocab import measure_vocab_model
+
+            result["vocab_model"] = measure_vocab_model(
+                opts.vocab_model, opts.dataset, opts.data_dir, workdir, opts.batch_sizes, opts.repeats, device,
+                opts.seed, opts.pad_to, log)
         result["sweep"] = None
         if not opts.skip_sweep:
             result["sweep"] = sweep_overhead(str(prepared.teacher_dir), opts.dataset, opts.data_dir, workdir / "sweep",
@@ -157,6 +169,7 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
     from kdtune.bench.flops import EncoderShape, layer_gemms
     from kdtune.bench.memory import peak_memory
     from kdtune.bench.paths import kdtune_path, reference_path
+    from kdtune.bench.vocab import pair as vocab_pair
     from kdtune.runtime import autocast_for, seed_everything
 
     trial = dataclasses.replace(prepared.trial, batch_size=batch_size)
@@ -181,15 +194,20 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
     built.student.load_state_dict(student0)
     seed_everything(opts.seed)
     kd = kdtune_path(built, device, opts.repeats, GROUP_BATCHES, compile=opts.compile)
+    log(f"batch {batch_size}: kdtune path with the other embedding table (kdtune.models.vocab), just after")
+    out["vocab"], full_built, full0 = vocab_pair(built, kd, prepared.splits, device, opts.repeats, GROUP_BATCHES,
+                                                 opts.compile, opts.seed, log)
     kd_dtype = torch.bfloat16 if _autocasts(autocast_for(device, trial.precision)) else torch.float32
     log(f"batch {batch_size}: matmul FLOP/s at the kdtune path's shapes")
     kd_mm = matmul.gemm_rate(layer_gemms(student, round(kd.tokens_per_batch)), device, kd_dtype, opts.repeats)
 
     log(f"batch {batch_size}: reference path: {opts.repeats} samples of {opts.reference_steps} steps (+1 warm-up)")
-    built.student.load_state_dict(student0)
+    # The reference trains the full vocabulary, as TinyBERT's code does.
+    ref_student, ref_state = (full_built.student, full0) if full0 is not None else (built.student, student0)
+    ref_student.load_state_dict(ref_state)
     d = built.distiller
     rows_ds = built.inputs.train_loader(0).dataset
-    ref = reference_path(built.student, d.teacher, rows_ds, built.tokenizer.pad_token_id, pad_to,
+    ref = reference_path(ref_student, d.teacher, rows_ds, built.tokenizer.pad_token_id, pad_to,
                          d.layer_map, d.hidden_match, batch_size, device, opts.repeats,
                          opts.reference_steps, trial.lr, opts.seed)
     log(f"batch {batch_size}: matmul FLOP/s at the reference's shapes, and a large square product")
@@ -258,6 +276,9 @@ def goals(result: dict) -> dict:
         b = result["batches"].get(str(batch)) if batch else None
         if name == "sweep_overhead":
             measured = result["sweep"]["overhead"] if result.get("sweep") else None
+        elif name == "used_vocab":  # on the vocabulary model, not the main one
+            vm = (result.get("vocab_model") or {}).get("batches", {}).get(str(batch))
+            measured = vm["speedup"]["median"] if vm else None
         elif b is None:
             measured = None
         elif name == "speedup":
@@ -269,3 +290,18 @@ def goals(result: dict) -> dict:
         met = None if measured is None else (measured >= target if sign == ">=" else measured <= target)
         out[f"{name}@{batch}" if batch else name] = {"target": target, "sign": sign, "measured": measured, "met": met}
     return out
+
+
+def vocab_model_missing(model: str | None) -> str | None:
+    """Why the vocabulary model cannot run here (its tokenizer's pip package is absent), or None."""
+    from kdtune.bench.setup import parse_model
+    from kdtune.errors import UsageError
+    from kdtune.models.e5 import e5_tokenizer_file
+
+    if model is None or parse_model(model) != ("random", "e5-small"):
+        return None
+    try:
+        e5_tokenizer_file()
+    except UsageError as err:
+        return str(err)
+    return None

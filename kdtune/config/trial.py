@@ -81,6 +81,9 @@ class TrialConfig:
     precision: str = "auto"
     compile: bool = False  # torch.compile the student and teacher (speed only; pays on long GPU runs)
     teacher_cache: bool = True  # KD reads the teacher's outputs from kdtune.teacher_cache (speed only)
+    # Train an embedding table of the token ids the trial's rows use, where that pays, student and
+    # teacher; the saved model has the full vocabulary (kdtune.models.vocab; speed only)
+    used_vocab: bool = True
     # teacher stage (fine-tuned once per distinct teacher key, best of teacher_seeds by val F1)
     teacher_epochs: float = 30.0
     teacher_max_steps: int | None = None
@@ -130,7 +133,7 @@ class TrialConfig:
             warmup_ratio=_either(self.teacher_warmup_ratio, self.warmup_ratio),
             max_grad_norm=_either(self.teacher_max_grad_norm, self.max_grad_norm), metric=self.metric,
             precision=self.precision,
-            log_steps=self.log_steps,
+            log_steps=self.log_steps, used_vocab=self.used_vocab,
         )
 
     def teacher_fields(self) -> dict[str, Any]:
@@ -149,7 +152,8 @@ class TrialConfig:
         return name + ("/copy-only" if self.epochs == 0 else "")
 
 
-UNHASHED = frozenset({"data_dir", "save_model", "compile", "teacher_cache"})  # where and how fast, not what
+# where and how fast, not what
+UNHASHED = frozenset({"data_dir", "save_model", "compile", "teacher_cache", "used_vocab"})
 # Fields added after stores existed: at their default they stay out of the hash, so every trial
 # run before they existed keeps its hash (and is still found as FINISHED).
 ADDED_LATER = {"languages": "all", "teacher_weight_decay": None, "teacher_warmup_ratio": None,
@@ -199,6 +203,7 @@ class TeacherSpec:
     metric: str
     precision: str
     log_steps: int
+    used_vocab: bool = True  # speed only: the same computation (tests/test_vocab.py)
 
     def hashed_fields(self) -> dict[str, Any]:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -211,7 +216,7 @@ class TeacherSpec:
         return stable_hash(self.hashed_fields())
 
 
-TEACHER_UNHASHED = frozenset({"data_dir", "log_steps"})  # where the data is, how often to print
+TEACHER_UNHASHED = frozenset({"data_dir", "log_steps", "used_vocab"})  # where the data is, how often to print, speed
 
 
 def stable_hash(obj: Any) -> str:
