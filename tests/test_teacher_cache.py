@@ -177,3 +177,26 @@ def test_precision_fp32_means_full_fp32_on_cuda_and_the_cache_key_tells_it_from_
     regimes = {p: teacher_cache.compute_regime(cuda, p) for p in ("auto", "fp32", "bf16")}
     assert regimes == {"auto": "tf32", "fp32": "fp32", "bf16": "bf16"}
     assert teacher_cache.compute_regime(cpu, "auto") == teacher_cache.compute_regime(cpu, "fp32") == "fp32"
+
+
+def test_bf16_trains_on_cpu_and_the_cache_keeps_bf16_bits_through_its_int16_view(teacher_dir):
+    """The bf16 path (autocast, and the cache storing bf16 as int16 on disk) runs on a CPU too."""
+    assert teacher_cache.compute_regime(CPU, "bf16") == "bf16" != teacher_cache.compute_regime(CPU, "auto")
+    built = build(teacher_dir, precision="bf16", teacher_cache=True, att_target="scores", seed=5)
+    curve, outcome = train_curve(built)
+    assert outcome.teacher_cache in ("built", "reused") and len(curve) == TRIAL["max_steps"]
+    assert all(torch.isfinite(torch.tensor(logs["total"])) for logs in curve)
+    cache = built.distiller.teacher_cache
+    assert cache.spec["compute"] == "bf16" and "bfloat16" in cache.dtypes.values()
+    stored = next(n for n, d in cache.dtypes.items() if d == "bfloat16")
+    assert str(cache.arrays[stored].dtype) == "int16"  # bf16 has no numpy dtype: its bits, as int16
+    batch = next(iter(built.inputs.train_loader(0)))
+    got = cache.outputs(batch["row"], batch["attention_mask"], CPU)
+    from kdtune.runtime import autocast_for
+
+    with torch.inference_mode(), autocast_for(CPU, "bf16"):
+        want = built.distiller.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert got.logits.dtype == want.logits.dtype == torch.bfloat16
+    torch.testing.assert_close(got.logits.float(), want.logits.float(), rtol=0.05, atol=0.05)
+    bits = torch.randn(7, 3).to(torch.bfloat16)
+    assert torch.equal(teacher_cache._torch(teacher_cache._np(bits), "bfloat16"), bits)

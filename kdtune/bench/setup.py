@@ -37,7 +37,6 @@ RANDOM_SHAPES = {
     "small": (256, 8, 4, 1024, 32000),
     "base": (768, 12, 12, 3072, 250002),
 }
-MODEL_KINDS = ("preset", "random", "dir")
 QUICK_TOKENIZER_ROWS = 400  # per language, when the preset is not built (see the module doc)
 
 

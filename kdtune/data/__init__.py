@@ -19,11 +19,9 @@ from kdtune.data.partitions import PARTITIONS, all_languages, languages, select_
 from kdtune.data.schema import SPLITS
 from kdtune.config import DATASETS
 from kdtune.errors import UsageError
-LABEL_NAMES = {"massive": massive.INTENTS, "tsm": tsm.LABELS, "synthetic": synthetic.INTENTS}
 
 __all__ = [
     "DATASETS",
-    "LABEL_NAMES",
     "PARTITIONS",
     "SPLITS",
     "all_languages",
