@@ -151,7 +151,7 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
 
     from kdtune import teacher_cache
     from kdtune import trial as trial_lib
-    from kdtune.bench import matmul
+    import kdtune.bench.matmul as matmul
     from kdtune.bench.ablations import COMPILED, SWITCHED_ON
     from kdtune.bench.ablations import variant as ablation_variant
     from kdtune.bench.flops import EncoderShape, layer_gemms

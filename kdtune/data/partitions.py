@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kdtune.config import PARTITIONS
-from kdtune.data import massive, synthetic, tsm
+import kdtune.data.massive as massive
+import kdtune.data.synthetic as synthetic
+import kdtune.data.tsm as tsm
 from kdtune.data.schema import arrow_columns, derived_fingerprint
 from kdtune.errors import UsageError
 _MODULES = {"massive": massive, "tsm": tsm, "synthetic": synthetic}

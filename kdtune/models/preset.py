@@ -49,50 +49,10 @@ from pathlib import Path
 
 from kdtune.errors import UsageError
 from kdtune.models.preset_mlm import pretrain
+from kdtune.models.preset_spec import PREFIX, PRESETS, PresetSpec
 
 FORMAT_VERSION = 2  # 2: MLM steps capped by mlm_max_epochs
-PREFIX = "preset:"
 _BUILT: dict[tuple, Path] = {}  # in-process memo of finished presets (see build_preset)
-
-
-@dataclasses.dataclass(frozen=True)
-class PresetSpec:
-    """Size and pretraining budget of a preset model (see the module docstring)."""
-
-    vocab_size: int
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-    max_length: int
-    mlm_steps: int
-    batch_size: int
-    lr: float
-    seed: int = 0
-    tokenizer_rows_per_language: int = 2000
-    mlm_probability: float = 0.15
-    eval_rows: int = 512
-    # At most this many passes over the training text: on a small corpus (tsm, synthetic) more
-    # MLM memorises the text and the preset then fine-tunes worse than random weights.
-    mlm_max_epochs: float = 5.0
-
-
-PRESETS: dict[str, PresetSpec] = {
-    # The paper's student is 6 layers; "tiny" keeps a 12-layer teacher shape at a small width.
-    "tiny": PresetSpec(
-        vocab_size=16000, hidden=128, layers=12, heads=4, intermediate=512, max_length=128,
-        mlm_steps=1000, batch_size=64, lr=5e-4, tokenizer_rows_per_language=1000,
-    ),
-    "small": PresetSpec(
-        vocab_size=32000, hidden=256, layers=8, heads=4, intermediate=1024, max_length=128,
-        mlm_steps=2000, batch_size=64, lr=5e-4,
-    ),
-    # For fast tests on the synthetic data: builds in seconds.
-    "micro": PresetSpec(
-        vocab_size=1000, hidden=32, layers=4, heads=2, intermediate=64, max_length=64,
-        mlm_steps=300, batch_size=32, lr=1e-3, tokenizer_rows_per_language=0, eval_rows=256,
-    ),
-}  # fmt: skip
 
 
 def preset_names() -> tuple[str, ...]:
@@ -202,7 +162,7 @@ def _build_once(final: Path, build: Callable[[Path], None]) -> None:
 
 def _packaged_preset(name: str, cache_dir: Path | None) -> Path:
     """The cached folder of a packaged pretrained preset; key = sha256 of its source files (+ format)."""
-    from kdtune.models import packaged
+    import kdtune.models.packaged as packaged
 
     memo_key = (name, str(_cache_root(cache_dir)))
     if memo_key in _BUILT and (_BUILT[memo_key] / "preset.json").is_file():

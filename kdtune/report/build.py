@@ -24,7 +24,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtune.report import claims_section, figures, render, search, teachers as teacher_table
+import kdtune.report.claims_section as claims_section
+import kdtune.report.figures as figures
+import kdtune.report.render as render
+import kdtune.report.search as search
+import kdtune.report.teachers as teacher_table
 from kdtune.report.claims import Claim, claims
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
 from kdtune.metrics import DEFAULT_METRIC, LEGACY_METRIC, METRICS, heldout_metric

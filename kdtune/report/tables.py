@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from kdtune.report import paper as paper_numbers
+import kdtune.report.paper as paper_numbers
 from kdtune.report.paper import PAPER_DATASETS
 from kdtune.report.records import (
     MAJORITY_SCORE,

@@ -1,0 +1,90 @@
+"""The package's shape (issue #26): no import cycle, including through a package's `__init__`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "kdtune"
+
+
+def modules() -> dict[str, tuple[Path, bool]]:
+    out = {}
+    for path in PKG.rglob("*.py"):
+        parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_pkg else parts)] = (path, is_pkg)
+    return out
+
+
+def imports(name: str, path: Path, is_pkg: bool, known) -> set[str]:
+    """Every kdtune module `name` imports anywhere in its text (functions and TYPE_CHECKING too).
+    Importing a.b.c runs a and a.b first; that edge is left out where a or a.b encloses `name`
+    (it is then already being imported), not where `name` names the package itself (`from a import x`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("kdtune")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = ".".join(pkg[: len(pkg) - node.level + 1] + ([base] if base else []))
+            if base.startswith("kdtune"):
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+    edges = set()
+    for dep in found:
+        parts = dep.split(".")
+        for i in range(1, len(parts) + 1):
+            m = ".".join(parts[:i])
+            if m in known and m != name and (m == dep or not f"{name}.".startswith(f"{m}.")):
+                edges.add(m)
+    return edges
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_even_through_a_package_init():
+    known = modules()
+    graph = {name: imports(name, path, is_pkg, known) for name, (path, is_pkg) in known.items()}
+    assert cycles(graph) == []
+
+
+def test_no_module_imports_through_its_own_packages_init():
+    """`from kdtune.report import figures` inside kdtune/report/ runs (or finds half-run) the package
+    `__init__`, which may import this very module: import the sibling module by its full name."""
+    bad = []
+    for name, (path, is_pkg) in modules().items():
+        package = name if is_pkg else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not is_pkg and isinstance(node, ast.ImportFrom) and node.module == package and package != "kdtune":
+                bad.append(f"{name}: from {package} import {', '.join(a.name for a in node.names)}")
+    assert bad == []
