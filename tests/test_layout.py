@@ -88,3 +88,27 @@ def test_no_module_imports_through_its_own_packages_init():
             if not is_pkg and isinstance(node, ast.ImportFrom) and node.module == package and package != "kdtune":
                 bad.append(f"{name}: from {package} import {', '.join(a.name for a in node.names)}")
     assert bad == []
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_ray_only_under_sweep_and_mlflow_only_under_tracking():
+    ray_ok = {"kdtune.bench.overhead"}  # measures the sweep's overhead with its own Ray
+    ray = sorted(n for n, (p, _) in modules().items()
+                 if "ray" in imported_roots(p) and not n.startswith("kdtune.sweep") and n not in ray_ok)
+    mlflow = sorted(n for n, (p, _) in modules().items()
+                    if "mlflow" in imported_roots(p) and not n.startswith("kdtune.tracking"))
+    assert ray == [] and mlflow == []
+
+
+def test_the_top_level_keeps_at_most_six_modules():
+    top = sorted(p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(top) <= 6, top

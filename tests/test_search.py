@@ -153,7 +153,7 @@ def test_the_early_stop_verdict_survives_a_late_trial_write(tmp_path, monkeypatc
     verdict already written, and the driver waits for RUNNING trials to end before writing it."""
     from kdtune.sweep import outcome as outcome_module
     from kdtune.sweep.outcome import SweepOutcome, settle_runs
-    from kdtune.trainable import end_stopped_run
+    from kdtune.sweep.trainable import end_stopped_run
     from kdtune.tracking.runs import Tracker
     from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, STOPPED
 

@@ -18,7 +18,7 @@ Two kinds of model:
   an earlier version of the preset code.
 
 The trial is the paper's default KD student (``init: teacher``, half the teacher's layers, full
-width, all five loss terms), built by the very code a sweep uses (`kdtune.trial.build`). Its rows
+width, all five loss terms), built by the very code a sweep uses (`kdtune.training.trial.build`). Its rows
 are a seeded sample of the training split (``rows``, by default one length-group of 50 batches,
 the unit `LengthGroupedSampler` sorts), plus small validation and test samples.
 """
@@ -70,7 +70,7 @@ def sample_splits(splits, rows: int, eval_rows: int, seed: int):
     """Seeded samples of every split: `rows` training rows (all, if fewer), `eval_rows` of
     validation and test.
 
-    Every language keeps at least one row per split (`kdtune.inputs` selects the trial's
+    Every language keeps at least one row per split (`kdtune.training.inputs` selects the trial's
     languages and refuses a missing one): each language gets an equal share, the remainder is
     drawn from all the other rows.
     """

@@ -80,7 +80,7 @@ class TrialConfig:
     group_by_length: bool = True
     precision: str = "auto"
     compile: bool = False  # torch.compile the student and teacher (speed only; pays on long GPU runs)
-    teacher_cache: bool = True  # KD reads the teacher's outputs from kdtune.teacher_cache (speed only)
+    teacher_cache: bool = True  # KD reads the teacher's outputs from kdtune.training.teacher_cache (speed only)
     # teacher stage (fine-tuned once per distinct teacher key, best of teacher_seeds by val F1)
     teacher_epochs: float = 30.0
     teacher_max_steps: int | None = None
@@ -174,7 +174,7 @@ TRIAL_FIELDS = {f.name: f for f in fields(TrialConfig)}
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """Everything teacher fine-tuning reads, and nothing else: `kdtune.teachers.fine_tune` gets
+    """Everything teacher fine-tuning reads, and nothing else: `kdtune.training.teacher_store.fine_tune` gets
     this object, not the trial, so a setting it uses cannot be missing from the teacher's key.
 
     Every field is part of the key except `TEACHER_UNHASHED` (where the data lives, how often

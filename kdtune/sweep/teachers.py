@@ -46,7 +46,7 @@ def train_teachers(
     """
     import ray
 
-    from kdtune.teachers import is_complete, teacher_path
+    from kdtune.training.teacher_store import is_complete, teacher_path
 
     needed: dict[str, TrialConfig] = {}
     for t in trials:
@@ -112,7 +112,7 @@ def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str
     import torch
 
     from kdtune.config import make_trial
-    from kdtune.teachers import ensure_teacher
+    from kdtune.training.teacher_store import ensure_teacher
     from kdtune.tracking.teachers import log_teacher
 
     torch.set_num_threads(max(1, int(cpus)))  # Ray sets OMP_NUM_THREADS=1 in workers

@@ -23,7 +23,7 @@ from ray.tune import Callback
 from kdtune.config import Scheduler, SweepSpec, TrialConfig, make_trial, search_name
 from kdtune.errors import UsageError
 from kdtune.metrics import reported_metric
-from kdtune.trainable import DIVERGED, EVALS, run_trial
+from kdtune.sweep.trainable import DIVERGED, EVALS, run_trial
 
 
 # what Ray Tune's `fit` installs handlers for (ray/tune/tune.py, _setup_signal_catching)
@@ -148,10 +148,10 @@ class BestOnParent(Callback):
 
 
 def wait_watch(spec: SweepSpec, say: Callable):
-    """Tells why queued teachers/trials do not start (see kdtune/resources_check.py)."""
+    """Tells why queued teachers/trials do not start (see kdtune/sweep/resources_check.py)."""
     import ray
 
-    from kdtune.resources_check import WaitWatch, request_of
+    from kdtune.sweep.resources_check import WaitWatch, request_of
 
     return WaitWatch(request_of(spec.resources), say, lambda: (ray.nodes(), ray.available_resources()))
 

@@ -11,9 +11,9 @@ teacher once; the folder appears by an atomic rename only when complete, so a cr
 leaves no half-written teacher (a leftover temporary folder is removed on the next try).
 
 Resuming: at every evaluation a teacher checkpoints each seed's training state to
-`<store>/teachers/.<key>.resume/seed-<seed>/` (kdtune.checkpoint), so a teacher interrupted by a
+`<store>/teachers/.<key>.resume/seed-<seed>/` (kdtune.training.checkpoint), so a teacher interrupted by a
 crash, a kill or the end of a working session continues from its last evaluation on the next
-try, bit for bit (kdtune.train), instead of starting over: a teacher can take hours. The folder is
+try, bit for bit (kdtune.training.loop), instead of starting over: a teacher can take hours. The folder is
 removed once the teacher is complete; until then a finished seed keeps only its best weights.
 """
 
@@ -29,11 +29,11 @@ from typing import Callable
 import torch
 from filelock import FileLock
 
-from kdtune.checkpoint import FINISHED, has_checkpoint, load_checkpoint, save_checkpoint, slim_checkpoint
+from kdtune.training.checkpoint import FINISHED, has_checkpoint, load_checkpoint, save_checkpoint, slim_checkpoint
 from kdtune.config import TeacherSpec, TrialConfig
-from kdtune.inputs import load_splits, teacher_inputs
-from kdtune.runtime import pick_device, seed_everything
-from kdtune.train import Callbacks, TrainSettings, evaluate, total_steps, train
+from kdtune.training.inputs import load_splits, teacher_inputs
+from kdtune.training.runtime import pick_device, seed_everything
+from kdtune.training.loop import Callbacks, TrainSettings, evaluate, total_steps, train
 
 DONE = "teacher.json"
 

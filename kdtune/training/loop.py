@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from kdtune.metrics import DEFAULT_METRIC, scores
-from kdtune.runtime import autocast_for, capture_rng, fast_matmul, restore_rng, to_device
+from kdtune.training.runtime import autocast_for, capture_rng, fast_matmul, restore_rng, to_device
 
 
 class NonFiniteLoss(RuntimeError):
@@ -64,10 +64,10 @@ class Distiller:
 
     teacher: torch.nn.Module
     layer_map: list[int]
-    weights: Any  # kdtune.distill.KDWeights
-    hidden_match: torch.nn.Module  # kdtune.distill.HiddenMatch (may hold learnable W)
+    weights: Any  # kdtune.training.losses.KDWeights
+    hidden_match: torch.nn.Module  # kdtune.training.losses.HiddenMatch (may hold learnable W)
     head_map: list[int] | None = None
-    # A kdtune.teacher_cache.TeacherCache: the teacher's outputs read from disk instead of computed
+    # A kdtune.training.teacher_cache.TeacherCache: the teacher's outputs read from disk instead of computed
     # (training batches carry a ``row`` tensor that indexes it). None: run the teacher.
     teacher_cache: Any = None
 
@@ -242,7 +242,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
             return {"total": loss}
         return nonkd_step
 
-    from kdtune.distill import kd_losses
+    from kdtune.training.losses import kd_losses
 
     from kdtune.models.attention import attention_by_layer
 
@@ -279,7 +279,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
 @torch.inference_mode()
 def teacher_outputs(teacher, inputs: dict, flags: dict):
     """The teacher's forward pass. Under inference_mode: no autograd graph, no saved activations
-    and no version counters, since its outputs are constants of the loss (kdtune.distill)."""
+    and no version counters, since its outputs are constants of the loss (kdtune.training.losses)."""
     return teacher(**inputs, **flags)
 
 

@@ -3,7 +3,7 @@
 Every KD trial of a sweep runs the same eval-mode teacher over the same training rows, epoch
 after epoch (Table 2: 36 KD students x 30 epochs). The teacher is frozen and in eval mode, so its
 output for a row does not depend on the trial, the epoch or the batch the row lands in. This
-module stores exactly what `kdtune.distill.kd_losses` reads, per training row and unpadded:
+module stores exactly what `kdtune.training.losses.kd_losses` reads, per training row and unpadded:
 
 - ``logits``            (rows, labels);
 - ``hidden.npy``        (tokens, H, D): per real token, the stored hidden states, ``hidden_layers``
@@ -142,7 +142,7 @@ def estimate_bytes(lengths: np.ndarray, teacher_config, hidden_layers, att_layer
 def compute_regime(device: torch.device, precision: str) -> str:
     """How the teacher's numbers are computed, part of the cache key: bf16 autocast, fp32 products
     on TF32 tensor cores (CUDA, precision auto without bf16), or full fp32 (`precision: fp32`)."""
-    from kdtune.runtime import autocast_for, uses_tf32
+    from kdtune.training.runtime import autocast_for, uses_tf32
 
     if isinstance(autocast_for(device, precision), torch.autocast):
         return "bf16"
@@ -207,8 +207,8 @@ def write(folder: Path, teacher, rows, lengths: np.ndarray, spec: CacheSpec, tok
 
     from kdtune.data import make_loader
     from kdtune.models.attention import attention_by_layer
-    from kdtune.runtime import autocast_for, fast_matmul, to_device
-    from kdtune.train import teacher_outputs
+    from kdtune.training.runtime import autocast_for, fast_matmul, to_device
+    from kdtune.training.loop import teacher_outputs
 
     c = teacher.config
     tok_off = np.concatenate([[0], np.cumsum(lengths)])

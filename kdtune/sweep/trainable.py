@@ -1,6 +1,6 @@
 """The Ray Tune function trainable: one trial config in, one tracked MLflow child run out.
 
-`run_trial` glues `kdtune.trial` (data, models, training) to Ray (`tune.report` per evaluation,
+`run_trial` glues `kdtune.training.trial` (data, models, training) to Ray (`tune.report` per evaluation,
 checkpoints) and to MLflow (through `kdtune.tracking`). Resume state lives in the content-keyed
 folder `<store>/checkpoints/<config_hash>/`, so a trial resumes from its last evaluation whether
 Ray retries it or a new `kdtune sweep` run starts it again. Ray itself is handed no checkpoint:
@@ -36,13 +36,13 @@ def run_trial(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from kdtune import trial as trial_lib
-    from kdtune.checkpoint import has_checkpoint
-    from kdtune.teachers import ensure_teacher
+    import kdtune.training.trial as trial_lib
+    from kdtune.training.checkpoint import has_checkpoint
+    from kdtune.training.teacher_store import ensure_teacher
     from kdtune.tracking.teachers import fetch_teacher, log_teacher
     from kdtune.metrics import METRICS
-    from kdtune.runtime import pick_device
-    from kdtune.train import Callbacks, NonFiniteLoss
+    from kdtune.training.runtime import pick_device
+    from kdtune.training.loop import Callbacks, NonFiniteLoss
 
     trial = make_trial(config["trial"])
     ctx = config["ctx"]
