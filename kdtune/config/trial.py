@@ -214,8 +214,10 @@ class TeacherSpec:
 TEACHER_UNHASHED = frozenset({"data_dir", "log_steps"})  # where the data is, how often to print
 
 
-def stable_hash(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+def stable_hash(obj: Any, *, spaced: bool = False) -> str:
+    """16 hex digits of sha256 over `obj` as sorted JSON. `spaced`: json.dumps' default separators
+    (", ", ": "), as the preset cache keys were made; the other keys are compact."""
+    blob = json.dumps(obj, sort_keys=True, separators=None if spaced else (",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

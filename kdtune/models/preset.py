@@ -47,6 +47,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from kdtune.config import stable_hash
 from kdtune.errors import UsageError
 from kdtune.models.preset_mlm import pretrain
 from kdtune.models.preset_spec import PREFIX, PRESETS, PresetSpec
@@ -105,11 +106,10 @@ def text_fingerprint(ds) -> str:
 
 
 def preset_key(spec: PresetSpec, dataset: str, fingerprint: str) -> str:
-    blob = json.dumps(
+    return stable_hash(
         {"spec": dataclasses.asdict(spec), "dataset": dataset, "data": fingerprint, "format": FORMAT_VERSION},
-        sort_keys=True,
+        spaced=True,
     )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_preset(
@@ -169,8 +169,7 @@ def _packaged_preset(name: str, cache_dir: Path | None) -> Path:
         return _BUILT[memo_key]  # same process: skip re-hashing the package files (83-89 MB)
     shas = {label: packaged.sha256(path) for label, path in packaged.files(name).items()}
     # minilm's blob is {"preset", "zip", "format"}, as before converted presets existed: its key is unchanged.
-    blob = json.dumps({"preset": name, **shas, **packaged.key_extra(name), "format": FORMAT_VERSION}, sort_keys=True)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    key = stable_hash({"preset": name, **shas, **packaged.key_extra(name), "format": FORMAT_VERSION}, spaced=True)
     final = _cache_root(cache_dir) / "presets" / f"{name}-{key}"
     meta = {"preset": name, **{f"{label}_sha256": sha for label, sha in shas.items()}, "key": key, "format": FORMAT_VERSION}
     _build_once(final, lambda target: packaged.build(name, target, meta))

@@ -31,7 +31,7 @@ import kdtune.report.search as search
 import kdtune.report.teachers as teacher_table
 from kdtune.report.claims import Claim, claims
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
-from kdtune.metrics import DEFAULT_METRIC, LEGACY_METRIC, METRICS, heldout_metric
+from kdtune.metrics import DEFAULT_METRIC, FINAL_STEMS, LEGACY_METRIC, METRICS, heldout_metric, metric_name
 from kdtune.report.records import LEGACY_NAMES, USED_STATUS, init_label, project
 from kdtune.report.tables import Table, all_tables
 from kdtune.errors import UsageError
@@ -184,13 +184,13 @@ def _write_runs_csv(used: list[TrialRecord], path: Path) -> Path:
     """One row per FINISHED trial: its setting and both F1s (test, teacher, majority baseline), so
     every per-seed claim can be checked from the file. Empty where a run predates a metric."""
     def value(rec: TrialRecord, stem: str, metric: str) -> str:
-        for name in (f"{stem}_{metric}", f"{stem}_{LEGACY_NAMES[metric]}"):
+        for name in (metric_name(stem, metric), metric_name(stem, LEGACY_NAMES[metric])):
             if name in rec.metrics:
                 return f"{rec.metrics[name]:.6f}"
         return ""
 
-    stems = ("test", "teacher_test", "majority_test", "best_val")
-    header = ["run_id", "run_name", *RUN_PARAMS, *(f"{s}_{m}" for s in stems for m in METRICS)]
+    stems = FINAL_STEMS
+    header = ["run_id", "run_name", *RUN_PARAMS, *(metric_name(s, m) for s in stems for m in METRICS)]
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -204,7 +204,7 @@ def records_from_runs_csv(path: Path) -> list[TrialRecord]:
     """FINISHED trial records back from a report's runs.csv: the params and final scores it holds,
     so a committed reproduction can be reported again without the MLflow store that produced it.
     What the file lacks stays out: loss curves (Figure 3), per-language scores, other params."""
-    scores = [f"{s}_{m}" for s in ("test", "teacher_test", "majority_test", "best_val") for m in METRICS]
+    scores = [metric_name(s, m) for s in FINAL_STEMS for m in METRICS]
     records = []
     with Path(path).open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

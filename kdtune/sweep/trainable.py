@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.config import make_trial, sampled_values, search_name, study_key
-from kdtune.metrics import best_metric, heldout_metric, reported_metric, val_metric
+from kdtune.metrics import (
+    MAJORITY_HELDOUT, TEACHER_HELDOUT, best_metric, heldout_metric, metric_name, reported_metric, val_metric,
+)
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
     ATTEMPTS, CONFIG_HASH, FAILURE, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE,
@@ -182,15 +184,15 @@ def log_outcome(tracker: Tracker, run_id: str, outcome, seconds: float) -> None:
     for m in METRICS:
         metrics[best_metric(m)] = outcome.best_val[m]
         metrics[heldout_metric(m)] = outcome.test[m]
-        metrics[f"teacher_test_{m}"] = outcome.teacher_test[m]
-        metrics[f"majority_test_{m}"] = outcome.majority_test[m]
+        metrics[metric_name(TEACHER_HELDOUT, m)] = outcome.teacher_test[m]
+        metrics[metric_name(MAJORITY_HELDOUT, m)] = outcome.majority_test[m]
         metrics.update({f"{heldout_metric(m)}/{lang}": v[m] for lang, v in outcome.test["per_language"].items()})
     tracker.log_metrics(run_id, metrics, outcome.steps)
     teacher_pl = outcome.teacher_test.get("per_language", {})
     nan = {m: float("nan") for m in METRICS}
     rows = [(lang, *(f"{v[m]:.6f}" for m in METRICS), *(f"{teacher_pl.get(lang, nan)[m]:.6f}" for m in METRICS))
             for lang, v in outcome.test["per_language"].items()]
-    header = ["language", *(heldout_metric(m) for m in METRICS), *(f"teacher_test_{m}" for m in METRICS)]
+    header = ["language", *(heldout_metric(m) for m in METRICS), *(metric_name(TEACHER_HELDOUT, m) for m in METRICS)]
     tracker.log_table_csv(run_id, header, rows, "per_language.csv")
 
 

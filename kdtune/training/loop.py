@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
+from kdtune.config import default_of
 from kdtune.metrics import DEFAULT_METRIC, scores
 from kdtune.training.runtime import autocast_for, capture_rng, fast_matmul, restore_rng, to_device
 
@@ -35,17 +36,19 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class TrainSettings:
-    epochs: float = 30
-    max_steps: int | None = None  # caps epochs * steps_per_epoch when set
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    eval_steps: int = 5000
-    log_steps: int = 50
-    seed: int = 1
-    max_grad_norm: float = 1.0  # clip the global gradient norm, as transformers' Trainer; 0 = off
+    """How one model trains; each default is the trial config's (`kdtune.config.TrialConfig`)."""
+
+    epochs: float = default_of("epochs")
+    max_steps: int | None = default_of("max_steps")  # caps epochs * steps_per_epoch when set
+    lr: float = default_of("lr")
+    weight_decay: float = default_of("weight_decay")
+    warmup_ratio: float = default_of("warmup_ratio")
+    eval_steps: int = default_of("eval_steps")
+    log_steps: int = default_of("log_steps")
+    seed: int = default_of("seed")
+    max_grad_norm: float = default_of("max_grad_norm")  # clip the global gradient norm, as transformers' Trainer; 0 = off
     metric: str = DEFAULT_METRIC  # the validation score that picks the best checkpoint
-    precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 otherwise
+    precision: str = default_of("precision")  # auto: bf16 autocast on CUDA when supported, fp32 otherwise
     compile: bool = False  # torch.compile the student and teacher (pays only for long runs)
 
     @classmethod
