@@ -43,10 +43,10 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from kdtune.atomic import build_once
 from kdtune.config import stable_hash
 from kdtune.errors import UsageError
 from kdtune.models.preset_mlm import pretrain
@@ -144,20 +144,7 @@ def build_preset(
 
 def _build_once(final: Path, build: Callable[[Path], None]) -> None:
     """Run `build(target)` unless `final` is finished; under a file lock, renamed into place."""
-    from filelock import FileLock
-
-    if (final / "preset.json").is_file():
-        return
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{final.name}.lock")):
-        if not (final / "preset.json").is_file():
-            work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
-            try:
-                build(work / "preset")
-                os.replace(work / "preset", final)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+    build_once(final, build, done=lambda folder: (folder / "preset.json").is_file())
 
 
 def _packaged_preset(name: str, cache_dir: Path | None) -> Path:
