@@ -103,8 +103,9 @@ def table2(trials: list[TrialRecord]) -> Table:
         )
     )
 
-    def sort_key(init: str, layers: int | None, hidden: float) -> tuple:
-        return (-hidden, init_sort_key(init), -(layers or 0))
+    def sort_key(init: str, layers: int | None, hidden: float, share: float = 1.0) -> tuple:
+        """Widest first; `share` of `hidden` (½ of an unknown teacher width sorts after the whole)."""
+        return (-hidden, -share, init_sort_key(init), -(layers or 0))
 
     groups = group_by(sel, lambda r: (param(r, "init") or "?", param(r, "layers") or "", param(r, "hidden") or ""))
     covered: set[tuple[str, str]] = set()
@@ -130,19 +131,19 @@ def table2(trials: list[TrialRecord]) -> Table:
         if (init, width) in covered:
             continue
         labels, keys = (init_label(init), str(p_layers), str(p_hidden)), (init, str(p_layers), str(p_hidden))
-        hidden_sort: float = p_hidden
+        hidden_sort, share = float(p_hidden), 1.0
         if widest_all is not None and common:
             (layers, layers_raw), _ = common[0]
             p_layers = layers or 0
             if widest_all == TEACHER_WIDTH:  # half of an unknown teacher width: no number to show
-                hidden_sort = TEACHER_WIDTH if width == "full" else 1e12
+                hidden_sort, share = TEACHER_WIDTH, 1.0 if width == "full" else 0.5
                 hidden_text, hidden_key = ("= teacher", "None") if width == "full" else ("½ teacher", "")
             else:
                 hidden_sort = widest_all if width == "full" else widest_all // 2
                 hidden_text = hidden_key = str(int(hidden_sort))
             labels, keys = (init_label(init), layers_label(layers), hidden_text), (init, layers_raw, hidden_key)
         row_cells = {col.key: Cell(paper=values.get(col.key)) for col in columns}
-        student_rows.append((sort_key(init, p_layers, hidden_sort), Row(labels=labels, keys=keys, cells=row_cells)))
+        student_rows.append((sort_key(init, p_layers, hidden_sort, share), Row(labels=labels, keys=keys, cells=row_cells)))
 
     table.rows.extend(row for _, row in sorted(student_rows, key=lambda item: item[0]))
     if set(widest) & set(PAPER_DATASETS):
