@@ -112,3 +112,15 @@ def test_ray_only_under_sweep_and_mlflow_only_under_tracking():
 def test_the_top_level_keeps_at_most_six_modules():
     top = sorted(p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
     assert len(top) <= 6, top
+
+
+def test_only_the_lifecycle_sets_a_trial_runs_status():
+    """Trial runs end through kdtune.sweep.lifecycle; the sweep's parent run and teacher runs are
+    ended by their own owners (sweep/run.py, tracking/teachers.py), Tracker.end_run is the call."""
+    owners = {"kdtune.sweep.lifecycle", "kdtune.sweep.run", "kdtune.tracking.teachers", "kdtune.tracking.runs"}
+    writers = sorted(n for n, (p, _) in modules().items()
+                     if ("end_run(" in p.read_text(encoding="utf-8") or "set_terminated(" in p.read_text(encoding="utf-8"))
+                     and n not in owners)
+    assert writers == []
+    run_py = (PKG / "sweep" / "run.py").read_text(encoding="utf-8")
+    assert all("end_run(parent" in line for line in run_py.splitlines() if "end_run(" in line)

@@ -153,7 +153,7 @@ def test_the_early_stop_verdict_survives_a_late_trial_write(tmp_path, monkeypatc
     verdict already written, and the driver waits for RUNNING trials to end before writing it."""
     from kdtune.sweep import outcome as outcome_module
     from kdtune.sweep.outcome import SweepOutcome, settle_runs
-    from kdtune.sweep.trainable import end_stopped_run
+    from kdtune.sweep.lifecycle import TrialLifecycle
     from kdtune.tracking.runs import Tracker
     from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, STOPPED
 
@@ -171,7 +171,7 @@ def test_the_early_stop_verdict_survives_a_late_trial_write(tmp_path, monkeypatc
     # the trial keeps the verdict: the driver writes first (no wait), the trial's end comes after
     child = tracker.start_run("trial", {CONFIG_HASH: "h1"}, parent=parent)
     settled(child, grace_s=0.0)
-    end_stopped_run(tracker, child)
+    TrialLifecycle(tracker, child).stopped()
     run = tracker.client.get_run(child)
     assert run.info.status == "KILLED" and run.data.tags[STOPPED] == EARLY_STOPPED
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 from kdtune.config import SweepSpec
 from kdtune.metrics import best_metric, heldout_metric
+from kdtune.sweep.lifecycle import settle
 from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, INTERRUPTED, STOPPED, STOPPED_BY_RAY, SUPERSEDED
 
 
@@ -62,9 +63,7 @@ def settle_runs(
             tags = {INTERRUPTED: "the next run of the sweep resumes it from its checkpoint"}
         else:
             tags = {STOPPED: EARLY_STOPPED if early_stop else STOPPED_BY_RAY}
-        tracker.set_tags(run.info.run_id, tags)
-        if run.info.status == "RUNNING":
-            tracker.end_run(run.info.run_id, "KILLED")
+        settle(tracker, run, tags)
     if interrupted:
         outcome.interrupted = len(stopped) + never_started
     else:

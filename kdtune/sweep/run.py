@@ -23,6 +23,7 @@ from typing import TextIO
 
 from kdtune.config import SweepSpec, study_key
 from kdtune.metrics import best_metric, reported_metric, val_metric
+from kdtune.sweep.lifecycle import kill
 from kdtune.sweep.outcome import SweepOutcome, print_summary, settle_runs
 from kdtune.sweep.plan import PastRun, plan_search, plan_sweep
 from kdtune.sweep.preflight import preflight
@@ -114,9 +115,7 @@ def _run(spec, tracker, parent, created, store, address, rerun_failed, force, ou
         remaining = work.left
     else:
         plan = plan_sweep(spec.trials, past, force=force, rerun_failed=rerun_failed)
-        for run_id, tags in plan.kill.items():
-            tracker.set_tags(run_id, tags)
-            tracker.end_run(run_id, "KILLED")
+        kill(tracker, plan.kill)
         outcome = SweepOutcome(parent, tracker.experiment_id, tracker.uri, skipped=plan.skipped, failed=plan.failed)
         todo = remaining = plan.todo
         say(f"  {len(spec.trials)} trials: {len(outcome.skipped)} already ended (skipped), {len(todo)} to run")
@@ -162,9 +161,7 @@ def _study_keys(spec: SweepSpec) -> list[str]:
 def _plan_search(spec, past, tracker, rerun_failed, force, say):
     """An Optuna search's plan (`plan.plan_search`); orphans ended KILLED, --force supersedes."""
     work = plan_search(_study_keys(spec), past, spec.search.num_samples, force=force, rerun_failed=rerun_failed)
-    for run_id, tags in work.kill.items():
-        tracker.set_tags(run_id, tags)
-        tracker.end_run(run_id, "KILLED")
+    kill(tracker, work.kill)
     ended = sum(s.ended for s in work.studies.values())
     told = sum(len(s.told) + len(s.failed) for s in work.studies.values())
     resume = sum(len(s.resume) for s in work.studies.values())

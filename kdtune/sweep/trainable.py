@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.config import make_trial, sampled_values, search_name, study_key
+from kdtune.sweep.lifecycle import TrialLifecycle
 from kdtune.metrics import (
     MAJORITY_HELDOUT, TEACHER_HELDOUT, best_metric, heldout_metric, metric_name, reported_metric, val_metric,
 )
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
-    ATTEMPTS, CONFIG_HASH, FAILURE, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE,
-    STOPPED, STOPPED_BY_RAY, STUDY, SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
+    ATTEMPTS, CONFIG_HASH, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE, STOPPED,
+    STUDY, SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
 )
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
@@ -57,7 +58,7 @@ def run_trial(config: dict[str, Any]) -> None:
     tracker.set_tags(run_id, node)
     device = pick_device()
     started = time.time()
-    finished = False
+    life = TrialLifecycle(tracker, run_id)
     evals = [0]  # evaluations so far, counted on across a resume: the time the schedulers count in
     try:
         inject_fault(trial.run_name, attempt)
@@ -108,41 +109,28 @@ def run_trial(config: dict[str, Any]) -> None:
                 built.student.save_pretrained(tmp)
                 built.tokenizer.save_pretrained(tmp)
                 tracker.log_folder(run_id, tmp, "student")
-        tracker.end_run(run_id, "FINISHED")
-        finished = True
+        life.finish()
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         best = outcome.best_val[trial.metric]
         tune.report({reported_metric(trial.metric): best, "metric": trial.metric, "best_val": best,
                      "test": outcome.test[trial.metric], "step": outcome.steps, EVALS: evals[0]})
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
-        tracker.set_tags(run_id, {FAILURE: str(exc)})
-        tracker.log_text(run_id, traceback.format_exc(), "error.txt")
-        tracker.end_run(run_id, "FAILED")
+        life.fail(str(exc), traceback.format_exc())
         # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
         # its metric, as one that diverges before its first evaluation would: it scores nothing.
         tune.report({reported_metric(trial.metric): 0.0, DIVERGED: 1, EVALS: evals[0]})
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
-        if not finished:
-            end_stopped_run(tracker, run_id)
+        if not life.ended:
+            life.stopped()
         raise
     except BaseException as exc:
-        if finished:  # failed after its run was complete (e.g. the last report): the run stands
+        if life.ended:  # failed after its run was complete (e.g. the last report): the run stands
             raise
         reason = "CUDA out of memory" if "out of memory" in str(exc).lower() else type(exc).__name__
-        tracker.set_tags(run_id, {FAILURE: f"{reason}: {str(exc)[:500]}"})
-        tracker.log_text(run_id, traceback.format_exc(), "error.txt")
-        tracker.end_run(run_id, "FAILED")
+        life.fail(f"{reason}: {str(exc)[:500]}", traceback.format_exc())
         raise
-
-
-def end_stopped_run(tracker: Tracker, run_id: str) -> None:
-    """End a run Ray stopped. The driver says why (early stop or interrupt); on a loaded machine
-    it may have said so before this thread got here, and its verdict is the one to keep."""
-    if STOPPED not in tracker.tags(run_id):
-        tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})
-    tracker.end_run(run_id, "KILLED")
 
 
 def attach_run(tracker: Tracker, trial, parent: str, sweep: str, space: dict | None = None) -> tuple[str, int]:
