@@ -244,14 +244,20 @@ def make_trial(values: dict[str, Any], path: str = "<config>", sections: dict[st
     return trial
 
 
+def field_type(key: str) -> tuple[str, bool]:
+    """A trial field's base type (bool, int, float, str, tuple) and whether it may be None: the one
+    place that reads the fields' annotations (strings, under `from __future__ import annotations`)."""
+    annotation = str(TRIAL_FIELDS[key].type)
+    return annotation.split("[")[0].split(" ")[0], "None" in annotation
+
+
 def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
-    f = TRIAL_FIELDS[key]
-    kind = str(f.type)
+    kind, optional = field_type(key)
     where = f"{path}: {prefix}{key}"
     if value is None:
-        if "None" in kind:
+        if optional:
             return None
-        raise UsageError(f"{where}: a value is required ({kind.replace(' | None', '')})")
+        raise UsageError(f"{where}: a value is required ({str(TRIAL_FIELDS[key].type).replace(' | None', '')})")
     if key == "layer_map":
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
@@ -268,19 +274,19 @@ def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
         if not value or not all(isinstance(v, str) for v in value):
             raise UsageError(f"{where}: a language list must be non-empty strings, got {value!r}")
         return ",".join(value)  # a comma list of languages: hashable, readable in MLflow
-    if kind.startswith("bool"):
+    if kind == "bool":
         if isinstance(value, bool):
             return value
         raise UsageError(f"{where}: expected true or false, got {value!r}")
-    if kind.startswith("int"):
+    if kind == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise UsageError(f"{where}: expected an integer, got {value!r}")
-    if kind.startswith("float"):
+    if kind == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         raise UsageError(f"{where}: expected a number, got {value!r}")
-    if kind.startswith("str"):
+    if kind == "str":
         if isinstance(value, str):
             return value
         raise UsageError(f"{where}: expected a string, got {value!r}")
