@@ -120,18 +120,20 @@ class TrialConfig:
         return self.teacher_spec().key
 
     def teacher_spec(self) -> "TeacherSpec":
-        return TeacherSpec(
-            dataset=self.dataset, data_dir=self.data_dir, languages=self.languages,
-            partition=self.resolved_teacher_partition, max_length=self.max_length,
-            group_by_length=self.group_by_length, base_model=self.base_model,
-            epochs=self.teacher_epochs, max_steps=self.teacher_max_steps, lr=self.teacher_lr,
-            batch_size=self.teacher_batch_size, eval_steps=self.teacher_eval_steps,
-            seeds=self.teacher_seeds, weight_decay=_either(self.teacher_weight_decay, self.weight_decay),
-            warmup_ratio=_either(self.teacher_warmup_ratio, self.warmup_ratio),
-            max_grad_norm=_either(self.teacher_max_grad_norm, self.max_grad_norm), metric=self.metric,
-            precision=self.precision,
-            log_steps=self.log_steps,
-        )
+        """The teacher's settings, each derived by one rule: `teacher_<name>` where the trial has
+        it (falling back to the student's `<name>` where `TEACHER_FALLBACK` says None means so),
+        the trial's own `<name>` otherwise; the partition is the resolved teacher partition."""
+        values = {}
+        for name in TEACHER_SPEC_FIELDS:
+            own = f"teacher_{name}"
+            if name == "partition":
+                values[name] = self.resolved_teacher_partition
+            elif own in TRIAL_FIELDS:
+                value = getattr(self, own)
+                values[name] = _either(value, getattr(self, name)) if name in TEACHER_FALLBACK else value
+            else:
+                values[name] = getattr(self, name)
+        return TeacherSpec(**values)
 
     def teacher_fields(self) -> dict[str, Any]:
         return self.teacher_spec().hashed_fields()
@@ -212,6 +214,9 @@ class TeacherSpec:
 
 
 TEACHER_UNHASHED = frozenset({"data_dir", "log_steps"})  # where the data is, how often to print
+TEACHER_SPEC_FIELDS = tuple(f.name for f in fields(TeacherSpec))
+# teacher_<name> None: the student's <name> (teacher_max_steps None is no cap, as max_steps None)
+TEACHER_FALLBACK = frozenset({"weight_decay", "warmup_ratio", "max_grad_norm"})
 
 
 def stable_hash(obj: Any, *, spaced: bool = False) -> str:
