@@ -15,6 +15,7 @@ import os
 from kdtune.data import massive, synthetic, tsm
 from kdtune.data.batching import encode, make_loader
 from kdtune.data.fractions import cell_size, stratified_fraction
+from kdtune.data.registry import check_dataset
 from kdtune.data.partitions import PARTITIONS, all_languages, languages, select_languages
 from kdtune.data.schema import SPLITS
 from kdtune.config import DATASETS
@@ -33,12 +34,6 @@ __all__ = [
     "select_languages",
     "stratified_fraction",
 ]
-
-
-def check_dataset(name: str) -> str:
-    if name not in DATASETS:
-        raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return name
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None):
