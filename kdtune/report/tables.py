@@ -103,10 +103,6 @@ def table2(trials: list[TrialRecord]) -> Table:
         )
     )
 
-    def sort_key(init: str, layers: int | None, hidden: float, share: float = 1.0) -> tuple:
-        """Widest first; `share` of `hidden` (½ of an unknown teacher width sorts after the whole)."""
-        return (-hidden, -share, init_sort_key(init), -(layers or 0))
-
     groups = group_by(sel, lambda r: (param(r, "init") or "?", param(r, "layers") or "", param(r, "hidden") or ""))
     covered: set[tuple[str, str]] = set()
     student_rows: list[tuple[tuple, Row]] = []
@@ -122,9 +118,31 @@ def table2(trials: list[TrialRecord]) -> Table:
                 covered.add((init, width))
         row = Row(labels=(init_label(init), layers_label(layers), hidden_label(hidden)),
                   keys=(init, layers_raw, hidden_raw), cells=row_cells)
-        student_rows.append((sort_key(init, layers, hidden), row))
+        student_rows.append((_sort_key(init, layers, hidden), row))
 
-    # Paper rows nobody ran: shown as missing, in the shape a run of this sweep would have.
+    student_rows += _paper_rows_nobody_ran(sel, columns, covered, widest_all)
+    table.rows.extend(row for _, row in sorted(student_rows, key=lambda item: item[0]))
+    if set(widest) & set(PAPER_DATASETS):
+        table.notes.append(
+            "Paper numbers are matched by init and width: full = the widest student here (paper: 6 x 768), "
+            "half = half of it (paper: 6 x 384)."
+        )
+    if any(hidden_of(r) == TEACHER_WIDTH for r in sel) or any(layers_of(r) is None for r in sel):
+        table.notes.append("'= teacher' / '½ teacher': the sweep left hidden / layers unset (the teacher's "
+                           "hidden size, half the teacher's layers).")
+    table.notes += data_notes(sel) + [n for n in [teacher_note(sel)] if n] + cells.notes()
+    return table
+
+
+def _sort_key(init: str, layers: int | None, hidden: float, share: float = 1.0) -> tuple:
+    """Widest first; `share` of `hidden` (½ of an unknown teacher width sorts after the whole)."""
+    return (-hidden, -share, init_sort_key(init), -(layers or 0))
+
+
+def _paper_rows_nobody_ran(sel: list[TrialRecord], columns, covered: set[tuple[str, str]],
+                           widest_all: float | None) -> list[tuple[tuple, Row]]:
+    """Table 2's paper rows nobody ran: shown as missing, in the shape a run of this sweep would have."""
+    student_rows: list[tuple[tuple, Row]] = []
     common = Counter((layers_of(r), param(r, "layers") or "") for r in sel).most_common(1)
     for (init, p_layers, p_hidden), values in paper_numbers.paper_rows("table2"):
         width = PAPER_WIDTH[p_hidden]
@@ -143,22 +161,11 @@ def table2(trials: list[TrialRecord]) -> Table:
                 hidden_text = hidden_key = str(int(hidden_sort))
             labels, keys = (init_label(init), layers_label(layers), hidden_text), (init, layers_raw, hidden_key)
         row_cells = {col.key: Cell(paper=values.get(col.key)) for col in columns}
-        student_rows.append((sort_key(init, p_layers, hidden_sort, share), Row(labels=labels, keys=keys, cells=row_cells)))
-
-    table.rows.extend(row for _, row in sorted(student_rows, key=lambda item: item[0]))
-    if set(widest) & set(PAPER_DATASETS):
-        table.notes.append(
-            "Paper numbers are matched by init and width: full = the widest student here (paper: 6 x 768), "
-            "half = half of it (paper: 6 x 384)."
-        )
-    if any(hidden_of(r) == TEACHER_WIDTH for r in sel) or any(layers_of(r) is None for r in sel):
-        table.notes.append("'= teacher' / '½ teacher': the sweep left hidden / layers unset (the teacher's "
-                           "hidden size, half the teacher's layers).")
-    table.notes += data_notes(sel) + [n for n in [teacher_note(sel)] if n] + cells.notes()
-    return table
+        student_rows.append((_sort_key(init, p_layers, hidden_sort, share), Row(labels=labels, keys=keys, cells=row_cells)))
+    return student_rows
 
 
-def _init_train_table(
+def _init_train_table(  # Tables 3 and 4 differ in exactly these: each is a keyword at the call
     name: str,
     title: str,
     selection: str,

@@ -29,7 +29,7 @@ class SweepOutcome:
         return self.failed == 0 and self.interrupted == 0
 
 
-def settle_runs(
+def settle_runs(  # the driver's knowledge at the end of a run; the last three are keywords with defaults
     tracker, parent: str, wanted: set[str], outcome: SweepOutcome, early_stop: bool, since_ms: int = 0,
     unsuggested: int = 0, grace_s: float = 10.0,
 ) -> None:

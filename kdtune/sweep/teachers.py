@@ -34,6 +34,7 @@ def prepare_presets(trials: list[TrialConfig], say: Callable) -> None:
             say(f"  preset {base[len(PREFIX):]}: {info['note']}")
 
 
+# the sweep run's pieces it needs (the store, the tracker, the spec, say), as _run holds them
 def train_teachers(
     trials: list[TrialConfig], store: Path, tracker, spec: SweepSpec, say: Callable,
     progress_every_s: float = 60.0, post_every_s: float = 5.0,
@@ -106,6 +107,7 @@ class ProgressBoard:
         return dict(self._lines)
 
 
+# a Ray task: its arguments are shipped to a worker one by one (the trial as a plain dict)
 def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str, board=None,
                   post_every_s: float = 5.0):
     import ray

@@ -34,6 +34,9 @@ DIVERGED = "diverged"  # the result key of a trial a non-finite loss ended
 EVALS = "evals"  # the result key the schedulers count time in: evaluations so far
 
 
+# About 100 lines, on purpose: one trial's try/except, whose exits are the states of its
+# TrialLifecycle (finished, failed, stopped); its setup and callbacks stay inline so that every
+# except clause sees the same run (splitting them would spread the lifecycle again).
 def run_trial(config: dict[str, Any]) -> None:
     import ray
     import torch

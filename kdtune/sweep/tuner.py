@@ -73,6 +73,7 @@ def make_scheduler(s: Scheduler | None):
     return kinds[s.type](time_attr=EVALS, **s.options(), **extra)
 
 
+# what _run holds for the tuner (the spec, the trials or a searcher and its sample count, the store)
 def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, store: Path, say: Callable,
               searcher=None, samples: int = 0):
     """Run `todo` as a grid, or, with `searcher` (a Ray Searcher), `samples` trials it suggests."""
