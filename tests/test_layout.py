@@ -1,9 +1,12 @@
-"""The package's shape (issue #26): no import cycle, including through a package's `__init__`."""
+"""The package's shape (issue #26): no import cycle (not even through a package's `__init__`), Ray
+only under sweep/, mlflow only under tracking/, a small top level, one owner of a trial run's status."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "kdtune"
 
@@ -124,3 +127,39 @@ def test_only_the_lifecycle_sets_a_trial_runs_status():
     assert writers == []
     run_py = (PKG / "sweep" / "run.py").read_text(encoding="utf-8")
     assert all("end_run(parent" in line for line in run_py.splitlines() if "end_run(" in line)
+
+
+def test_the_trial_lifecycle_moves_once_and_reports_with_one_set_of_keys():
+    from kdtune.sweep.lifecycle import EVALS, TrialLifecycle
+
+    class Tracker:
+        def __init__(self):
+            self.ended, self.written = [], {}
+
+        def end_run(self, run_id, status):
+            self.ended.append(status)
+
+        def set_tags(self, run_id, tags):
+            self.written.update(tags)
+
+        def tags(self, run_id):
+            return self.written
+
+        def log_text(self, run_id, text, name):
+            pass
+
+    tracker, reports = Tracker(), []
+    life = TrialLifecycle(tracker, "r", "micro_f1", reports.append)
+    life.evals = 2  # resumed after two evaluations
+    life.evaluated(10, 0.5, 0.6, 3, "node")
+    life.finish()
+    life.report_final(0.6, 0.55, 12)
+    assert tracker.ended == ["FINISHED"] and life.ended
+    assert [r["val_micro_f1"] for r in reports] == [0.5, 0.6] and [r[EVALS] for r in reports] == [3, 3]
+    with pytest.raises(RuntimeError, match="already ended FINISHED"):
+        life.stopped()
+
+    diverged = TrialLifecycle(Tracker(), "d", "macro_f1", reports.append)
+    diverged.diverged("loss is nan", "trace")
+    assert diverged.state == "FAILED" and diverged.tracker.written["kdtune.failure"] == "loss is nan"
+    assert reports[-1] == {"val_macro_f1": 0.0, "diverged": 1, EVALS: 0}

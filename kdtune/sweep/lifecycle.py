@@ -15,16 +15,44 @@ runs `--force` supersedes), each through this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from kdtune.metrics import reported_metric
 from kdtune.tracking.tags import FAILURE, STOPPED, STOPPED_BY_RAY
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+DIVERGED = "diverged"  # the result key of a trial a non-finite loss ended
+EVALS = "evals"  # the result key the schedulers count time in: evaluations so far
 
 
 class TrialLifecycle:
-    """One trial run, seen from the trial's thread: RUNNING, then FINISHED, FAILED or KILLED once."""
+    """One trial run, seen from the trial's thread: RUNNING, then FINISHED, FAILED or KILLED once;
+    and its reports to Ray Tune (`report`: `ray.tune.report` in a trial), each with the same keys.
 
-    def __init__(self, tracker, run_id: str):
+    Only the trial's own metric goes to Ray, under `reported_metric`: a scheduler set to another
+    name then fails loudly (Ray's strict metric check) instead of comparing the wrong F1."""
+
+    def __init__(self, tracker, run_id: str, metric: str = "", report: Callable[[dict], None] = lambda r: None):
         self.tracker, self.run_id, self.state = tracker, run_id, RUNNING
+        self.metric, self.report = metric, report
+        self.evals = 0  # evaluations so far, counted on across a resume: the time the schedulers count in
+
+    def evaluated(self, step: int, score: float, best: float, evals: int, node: str) -> None:
+        self.evals = evals
+        self.report({reported_metric(self.metric): score, "metric": self.metric, "best_val": best, "step": step,
+                     "node": node, EVALS: evals})
+
+    def report_final(self, best: float, test: float, steps: int) -> None:
+        """After `finish`: the best validation score is the trial's last word to the schedulers."""
+        self.report({reported_metric(self.metric): best, "metric": self.metric, "best_val": best, "test": test,
+                     "step": steps, EVALS: self.evals})
+
+    def diverged(self, reason: str, trace: str) -> None:
+        """A non-finite loss: retrying with the same seed diverges again, so the run FAILED, and the
+        sweep goes on. Ray Tune refuses (and fails the whole sweep) a trial that ends without ever
+        reporting its metric, as one that diverges before its first evaluation would: it scores 0."""
+        self.fail(reason, trace)
+        self.report({reported_metric(self.metric): 0.0, DIVERGED: 1, EVALS: self.evals})
 
     @property
     def ended(self) -> bool:

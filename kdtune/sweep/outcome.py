@@ -42,7 +42,9 @@ def settle_runs(  # the driver's knowledge at the end of a run; the last three a
     (without a scheduler, the only other thing that stops trials) one Ray stopped.
     With a scheduler, an interrupted running trial cannot be told from an early-stopped one.
     Ray Tune can return while a stopped trial's thread is still writing its run's end: with a
-    scheduler, wait up to `grace_s` for RUNNING runs to end, so the verdict is written last.
+    scheduler, wait up to `grace_s` for RUNNING runs to end, so the verdict is written last. This
+    is a poll on purpose: the trial threads live in Ray's worker processes, possibly on other nodes,
+    and the MLflow store is the only thing the driver and they share (no event can cross).
     """
     def fetch() -> list:
         return [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]

@@ -21,7 +21,7 @@ from typing import Any
 from kdtune.config import make_trial, sampled_values, search_name, study_key
 from kdtune.sweep.lifecycle import TrialLifecycle
 from kdtune.metrics import (
-    MAJORITY_HELDOUT, TEACHER_HELDOUT, best_metric, heldout_metric, metric_name, reported_metric, val_metric,
+    MAJORITY_HELDOUT, TEACHER_HELDOUT, best_metric, heldout_metric, metric_name, val_metric,
 )
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
@@ -30,8 +30,6 @@ from kdtune.tracking.tags import (
 )
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
-DIVERGED = "diverged"  # the result key of a trial a non-finite loss ended
-EVALS = "evals"  # the result key the schedulers count time in: evaluations so far
 
 
 # About 100 lines, on purpose: one trial's try/except, whose exits are the states of its
@@ -61,8 +59,7 @@ def run_trial(config: dict[str, Any]) -> None:
     tracker.set_tags(run_id, node)
     device = pick_device()
     started = time.time()
-    life = TrialLifecycle(tracker, run_id)
-    evals = [0]  # evaluations so far, counted on across a resume: the time the schedulers count in
+    life = TrialLifecycle(tracker, run_id, trial.metric, tune.report)
     try:
         inject_fault(trial.run_name, attempt)
         teacher_dir = ensure_teacher(
@@ -74,7 +71,7 @@ def run_trial(config: dict[str, Any]) -> None:
         state = None
         if has_checkpoint(ckpt_dir):
             state, _ = trial_lib.load_checkpoint(ckpt_dir, built)
-            evals[0] = len(state.history)
+            life.evals = len(state.history)
             tracker.set_tags(run_id, {RESUMED_FROM_STEP: state.step})
         tracker.log_dict(run_id, built.copy_report.to_dict(), "copy_report.json")
         s_cfg, t_cfg = built.student.config, built.teacher.config
@@ -97,12 +94,7 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_metrics(run_id, val, step)
             if step > 0:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
-            # Only the trial's own metric goes to Ray: a scheduler set to another name then fails
-            # loudly (Ray's strict metric check) instead of comparing the wrong F1.
-            evals[0] = len(st.history)
-            report = {reported_metric(trial.metric): metrics[trial.metric], "metric": trial.metric,
-                      "best_val": st.best_score, "step": step, "node": node[NODE_IP], EVALS: evals[0]}
-            tune.report(report)
+            life.evaluated(step, metrics[trial.metric], st.best_score, len(st.history), node[NODE_IP])
 
         outcome = trial_lib.run(built, device, Callbacks(on_log=on_log, on_eval=on_eval), state)
         log_outcome(tracker, run_id, outcome, time.time() - started)
@@ -114,15 +106,10 @@ def run_trial(config: dict[str, Any]) -> None:
                 tracker.log_folder(run_id, tmp, "student")
         life.finish()
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        best = outcome.best_val[trial.metric]
-        tune.report({reported_metric(trial.metric): best, "metric": trial.metric, "best_val": best,
-                     "test": outcome.test[trial.metric], "step": outcome.steps, EVALS: evals[0]})
+        life.report_final(outcome.best_val[trial.metric], outcome.test[trial.metric], outcome.steps)
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
-        life.fail(str(exc), traceback.format_exc())
-        # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
-        # its metric, as one that diverges before its first evaluation would: it scores nothing.
-        tune.report({reported_metric(trial.metric): 0.0, DIVERGED: 1, EVALS: evals[0]})
+        life.diverged(str(exc), traceback.format_exc())
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
         if not life.ended:

@@ -23,7 +23,8 @@ from ray.tune import Callback
 from kdtune.config import Scheduler, SweepSpec, TrialConfig, make_trial, search_name
 from kdtune.errors import UsageError
 from kdtune.metrics import reported_metric
-from kdtune.sweep.trainable import DIVERGED, EVALS, run_trial
+from kdtune.sweep.lifecycle import DIVERGED, EVALS
+from kdtune.sweep.trainable import run_trial
 
 
 # what Ray Tune's `fit` installs handlers for (ray/tune/tune.py, _setup_signal_catching)
