@@ -5,7 +5,7 @@ columns id, text, language, label (ClassLabel); see `kdtune.data.schema` for the
 `kdtune.data.sources` for where data comes from (explicit data_dir, else KDTUNE_DATA_DIR, else the
 Hugging Face hub). Label vocabularies: MASSIVE's 60 intents sorted alphabetically
 (`massive.INTENTS`); tsm negative/neutral/positive = 0/1/2 (`tsm.LABELS`); synthetic
-(`synthetic.INTENTS`).
+(`synthetic.INTENTS`). Which datasets exist: `kdtune.data.registry` (one registry).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@
 - `tuner`: Ray start-up and the Ray Tune grid of trials;
 - `outcome`: how the trials ended, and the summary table;
 - `trainable`: the Ray Tune function trainable (`kdtune.training.trial` + Ray + tracking);
-- `lifecycle`: a trial run's status and verdict tags (the only code that ends a trial run);
+- `lifecycle`: a trial run's status, verdict tags and reports to Tune (the only code that ends a
+  trial run);
 - `resources_check`: what a trial asks of Ray against Ray's node records (preflight, waiting).
 
 Ray is imported only by `teachers`, `tuner` and `trainable`, when a sweep actually runs
