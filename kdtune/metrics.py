@@ -19,6 +19,18 @@ DEFAULT_METRIC = "micro_f1"
 LEGACY_METRIC = "macro_f1"
 
 
+# The stems of the MLflow metrics a FINISHED trial logs for its final scores, each as
+# `<stem>_<metric>` (`metric_name`): the student's best checkpoint on the test split, the teacher
+# on the same test selection, the test set's majority class, the best validation score.
+HELDOUT, TEACHER_HELDOUT, MAJORITY_HELDOUT, BEST_VAL = "test", "teacher_test", "majority_test", "best_val"
+FINAL_STEMS = (HELDOUT, TEACHER_HELDOUT, MAJORITY_HELDOUT, BEST_VAL)
+
+
+def metric_name(stem: str, metric: str) -> str:
+    """The logged name of `metric` (macro_f1, micro_f1, or a legacy name) under `stem`."""
+    return f"{stem}_{metric}"
+
+
 def reported_metric(metric: str) -> str:
     """The result key a trial reports to Ray and the Tuner, schedulers and searchers compare: one
     name, so they cannot drift apart (a trial that reports another name fails the whole sweep)."""
@@ -35,13 +47,13 @@ def val_metric(metric: str) -> str:
 def heldout_metric(metric: str) -> str:
     """The MLflow metric a FINISHED trial logs for its best checkpoint's test score; per language
     it is `heldout_metric(metric) + "/" + language`. (Not named test_*: pytest would collect it.)"""
-    return f"test_{metric}"
+    return metric_name(HELDOUT, metric)
 
 
 def best_metric(metric: str) -> str:
     """The MLflow metric a FINISHED trial logs for its best validation score, and the sweep's
     parent run for its best trial so far: the key ranking, `kdtune best` and the report read."""
-    return f"best_val_{metric}"
+    return metric_name(BEST_VAL, metric)
 
 
 def scores(preds, golds, languages: list[str] | None = None) -> dict[str, Any]:

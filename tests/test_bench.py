@@ -13,8 +13,8 @@ from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 from kdtune.bench.flops import EncoderShape, forward_flops, kd_step_flops
 from kdtune.bench.paths import Batches, padded_rows, summarise
-from kdtune.distill import HiddenMatch, KDWeights
-from kdtune.train import Distiller, make_step
+from kdtune.training.losses import HiddenMatch, KDWeights
+from kdtune.training.loop import Distiller, make_step
 
 
 def classifier(layers: int, hidden: int = 32, heads: int = 4, intermediate: int = 48, labels: int = 5):
@@ -80,7 +80,7 @@ def test_linear_width_match_is_counted_as_torch_counts_it():
 
 def test_loop_loss_of_the_ablation_equals_the_vectorized_loss():
     from kdtune.bench.ablations import kd_losses_loop
-    from kdtune.distill import kd_losses
+    from kdtune.training.losses import kd_losses
 
     teacher, student = classifier(layers=4, hidden=32, heads=4), classifier(layers=2, hidden=16, heads=2)
     g = torch.Generator().manual_seed(3)
@@ -145,7 +145,7 @@ def test_a_step_reading_the_teacher_cache_runs_only_the_students_flops(tokenizer
 
     from datasets import Dataset
 
-    from kdtune import teacher_cache
+    import kdtune.training.teacher_cache as teacher_cache
 
     teacher, student = classifier(layers=4), classifier(layers=2)
     teacher.eval().requires_grad_(False)

@@ -96,7 +96,7 @@ def test_sweep_on_two_nodes_logs_everything_to_the_server(tmp_path, cluster, mlf
 
 
 def test_a_node_without_the_teacher_fetches_it_from_the_server(tmp_path, mlflow_server):
-    from kdtune.teachers import is_complete
+    from kdtune.training.teacher_store import is_complete
     from kdtune.tracking.runs import Tracker
     from kdtune.tracking.teachers import fetch_teacher
 

@@ -114,6 +114,9 @@ overrides:
         ("resources: {gpu: -1}\n", "resources"),
         ("fixed: [1, 2]\n", "fixed: expected a mapping"),
         ("name: [unclosed\n", "not valid YAML"),
+        ("fixed: {lr: 0}\n", "lr: learning rates must be > 0"),
+        ("fixed: {teacher_lr: -1.0e-5}\n", "lr: learning rates must be > 0"),
+        ("scheduler: {type: asha, grace_period: 5, max_t: 3}\n", "scheduler.max_t: must be >= grace_period (5)"),
     ],
 )
 def test_bad_yaml_is_one_line_naming_file_and_key(tmp_path, text, needle):

@@ -103,7 +103,7 @@ def test_partitions_inside_a_language_subset():
 def test_build_inputs_takes_partitions_inside_the_languages_subset(shared_data):
     """Rows only: any tokenizer will do (a micro one trained on a few tweets), no teacher or sweep."""
     from kdtune.config import make_trial
-    from kdtune.inputs import build_inputs, load_splits
+    from kdtune.training.inputs import build_inputs, load_splits
     from kdtune.models.preset import PRESETS
     from kdtune.models.preset_tokenizer import train_tokenizer
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, XLMRobertaConfig
 
-from kdtune.distill import HIDDEN_MATCH, HiddenMatch, KDWeights, kd_losses, nonkd_loss
+from kdtune.training.losses import HIDDEN_MATCH, HiddenMatch, KDWeights, kd_losses, nonkd_loss
 from kdtune.errors import UsageError
 
 B, L, C = 2, 4, 3

@@ -1,7 +1,7 @@
 """preset:e5 as the paper's teacher: 12 -> 6 layer students (teacher layers 1, 3, ..., 11), hidden
 384 or 192, both head modes, every init x KD on/off, on the MASSIVE sample shipped with kdtune.
 
-Ray-free (`kdtune.trial`) and one training step each: the 250,037 x 384 embedding table makes a
+Ray-free (`kdtune.training.trial`) and one training step each: the 250,037 x 384 embedding table makes a
 step cost seconds on CPU. Skipped without the e5 packages (see tests/test_e5.py).
 """
 
@@ -30,7 +30,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, kdtune_cache):
     from kdtune.models import e5
-    from kdtune.teachers import ensure_teacher
+    from kdtune.training.teacher_store import ensure_teacher
 
     try:
         e5.source_files()
@@ -41,7 +41,7 @@ def teacher_dir(tmp_path_factory, kdtune_cache):
 
 @pytest.fixture(scope="module")
 def teacher(teacher_dir):
-    from kdtune.teachers import load_teacher
+    from kdtune.training.teacher_store import load_teacher
 
     return load_teacher(teacher_dir)
 
@@ -76,8 +76,8 @@ CELLS = [("teacher", False, 192, "keep_heads"), ("base", False, 192, "keep_heads
 
 @pytest.mark.parametrize("init, kd, hidden, head_mode", CELLS)
 def test_one_step_trials_run_every_init_and_kd_term(teacher_dir, init, kd, hidden, head_mode):
-    from kdtune import trial as trial_lib
-    from kdtune.train import Callbacks
+    import kdtune.training.trial as trial_lib
+    from kdtune.training.loop import Callbacks
 
     built = trial_lib.build(make_trial({**TRIAL, "init": init, "kd": kd, "hidden": hidden, "head_mode": head_mode}),
                             teacher_dir)

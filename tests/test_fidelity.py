@@ -11,7 +11,7 @@ import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 from kdtune.config import TRIAL_FIELDS, TeacherSpec, TrialConfig, make_trial
-from kdtune.distill import HiddenMatch, KDWeights, kd_losses
+from kdtune.training.losses import HiddenMatch, KDWeights, kd_losses
 from kdtune.models.attention import attention_by_layer, use_kd_attention
 from kdtune.models.student import build_student
 
@@ -308,9 +308,9 @@ HALF_WIDTH_KD = {
 
 
 def test_half_width_kd_trains_w_by_default_and_resumes_bit_exactly(tmp_path, kdtune_cache):
-    from kdtune import trial as trial_lib
-    from kdtune.teachers import ensure_teacher
-    from kdtune.train import Callbacks
+    import kdtune.training.trial as trial_lib
+    from kdtune.training.teacher_store import ensure_teacher
+    from kdtune.training.loop import Callbacks
 
     trial = make_trial(HALF_WIDTH_KD)  # hidden_match left at its default
     teacher_dir = ensure_teacher(trial, tmp_path, log=lambda m: None)

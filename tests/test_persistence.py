@@ -22,7 +22,7 @@ TRIAL = {
 def _ensure(store: str, marker: str, cache: str) -> None:
     os.environ["KDTUNE_CACHE"] = cache
     torch.set_num_threads(1)
-    from kdtune.teachers import ensure_teacher
+    from kdtune.training.teacher_store import ensure_teacher
 
     def on_trained(info, folder):
         with open(marker, "a") as f:
@@ -50,7 +50,7 @@ def test_two_processes_asking_for_one_teacher_train_it_once(tmp_path, kdtune_cac
 
 
 def test_a_half_written_teacher_is_detected_and_rebuilt(tmp_path, kdtune_cache):
-    from kdtune.teachers import ensure_teacher, is_complete, teacher_path
+    from kdtune.training.teacher_store import ensure_teacher, is_complete, teacher_path
 
     trial = make_trial(TRIAL)
     path = teacher_path(tmp_path, trial.teacher_key)
@@ -88,7 +88,7 @@ def test_an_interrupted_teacher_resumes_from_its_last_evaluation_bit_for_bit(tmp
     continues seed 2 from step 10, and ends with the same teacher, weights and record as a run never
     interrupted (dropout masks included). A checkpoint that cannot be used (unreadable, or written
     on another kind of device) is set aside and its seed trained from the start, to the same end."""
-    from kdtune.teachers import ensure_teacher, resume_path, teacher_path
+    from kdtune.training.teacher_store import ensure_teacher, resume_path, teacher_path
 
     def teacher(seeds):
         trial = make_trial({**TRIAL, "teacher_max_steps": 20, "teacher_eval_steps": 5, "teacher_seeds": seeds})
@@ -156,8 +156,8 @@ def test_a_slimmed_checkpoint_keeps_the_best_weights_and_nothing_an_unfinished_r
     """slim_checkpoint keeps best.safetensors + meta; loading it gives the best weights (in the
     state and in the model) and no optimizer. An unfinished checkpoint missing its optimizer file
     is an error, not a silent fresh optimizer."""
-    from kdtune.checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
-    from kdtune.train import TrainState
+    from kdtune.training.checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
+    from kdtune.training.loop import TrainState
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
@@ -188,7 +188,7 @@ def test_a_slimmed_checkpoint_keeps_the_best_weights_and_nothing_an_unfinished_r
 
     # A teacher seed's resume takes a finished checkpoint only at its own last step: one finished
     # short of it would go on training from the best weights as if they were the live ones.
-    from kdtune.teachers import resume
+    from kdtune.training.teacher_store import resume
 
     fresh = torch.nn.Linear(4, 3)
     before = {k: v.clone() for k, v in fresh.state_dict().items()}
@@ -201,9 +201,9 @@ def test_a_slimmed_checkpoint_keeps_the_best_weights_and_nothing_an_unfinished_r
 def test_trial_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path, kdtune_cache):
     from safetensors.torch import load_file
 
-    from kdtune import trial as trial_lib
-    from kdtune.teachers import ensure_teacher
-    from kdtune.train import Callbacks
+    import kdtune.training.trial as trial_lib
+    from kdtune.training.teacher_store import ensure_teacher
+    from kdtune.training.loop import Callbacks
 
     trial = make_trial({**TRIAL, "hidden_match": "linear", "hidden": 16})
     teacher_dir = ensure_teacher(trial, tmp_path, log=lambda m: None)

@@ -53,7 +53,7 @@ def test_a_trial_bigger_than_every_node_exits_2_in_one_line_before_any_work(tmp_
 def test_the_driver_says_what_queued_work_waits_for_then_runs_it(tmp_path, cluster, monkeypatch):
     import ray
 
-    from kdtune import resources_check
+    import kdtune.sweep.resources_check as resources_check
     from kdtune.config import load_sweep
     from kdtune.models.preset import build_preset
     from kdtune.sweep import run_sweep
@@ -85,7 +85,7 @@ def test_the_driver_says_what_queued_work_waits_for_then_runs_it(tmp_path, clust
 def test_a_node_leaving_makes_the_request_infeasible_and_the_watch_says_so(cluster):
     import ray
 
-    from kdtune.resources_check import WaitWatch
+    from kdtune.sweep.resources_check import WaitWatch
 
     said: list[str] = []
     watch = WaitWatch({"CPU": 2}, said.append, lambda: (ray.nodes(), ray.available_resources()), poll_s=0)

@@ -24,7 +24,7 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 EXPERIMENT = "report-test"
-TEACHERS = [  # two trained teachers as kdtune.teachers.train returns them (a third run never finishes)
+TEACHERS = [  # two trained teachers as kdtune.training.teacher_store.train returns them (a third run never finishes)
     {"key": "a" * 64, "fields": {"dataset": "massive", "partition": "all", "languages": "all", "epochs": 2.0,
                                  "lr": 3e-4, "seeds": [1, 2], "metric": "macro_f1"},
      "metric": "macro_f1", "best_seed": 2, "best_val": 0.7913,

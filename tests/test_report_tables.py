@@ -18,7 +18,7 @@ from kdtune.errors import UsageError
 from kdtune.report import build_report
 from kdtune.report.figures import mean_curve, moving_average, smoothing_window
 from kdtune.report.paper import format_paper, load_paper_numbers
-from kdtune.report.render import cell_markdown, format_score
+from kdtune.report.render import cell_markdown
 from kdtune.report.records import Cell, project, varying_params
 from kdtune.report.tables import table2, table3, table4, table5
 from kdtune.tracking.query import TrialRecord
@@ -89,8 +89,8 @@ def test_cell_statistics_and_text():
     assert cell.mean == pytest.approx(statistics.mean(values))
     assert cell.std == pytest.approx(statistics.stdev(values))
     assert cell.diff == pytest.approx(statistics.mean(values) - 70.10)
-    assert format_score(cell) == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n=3)"
-    assert format_score(Cell(values=(50.0,))) == "50.00 (n=1)" and Cell(values=(50.0,)).std is None
+    assert cell_markdown(Cell(values=values)) == f"**{statistics.mean(values):.2f}** ± {statistics.stdev(values):.2f} (n=3)"
+    assert cell_markdown(Cell(values=(50.0,))) == "**50.00** (n=1)" and Cell(values=(50.0,)).std is None
     assert cell_markdown(Cell(paper=7)) == "*missing*<br><sub>paper 7</sub>"
     assert cell_markdown(Cell(applicable=False)) == "–"
 

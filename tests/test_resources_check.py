@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdtune.resources_check import WaitWatch, fit_error, request_of
+from kdtune.sweep.resources_check import WaitWatch, fit_error, request_of
 
 
 def node(cpu: float, gpu: float = 0, alive: bool = True, **custom) -> dict:

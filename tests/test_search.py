@@ -146,30 +146,39 @@ def _raw_late_write(tracker, run_id):  # a trial thread between reading the tags
     tracker.end_run(run_id, "KILLED")
 
 
-@pytest.mark.parametrize("writer, grace_s", [("end_stopped_run", 0.0), ("raw", 10.0)],
-                         ids=["the-trial-keeps-the-verdict", "the-driver-waits-for-the-trial"])
-def test_the_early_stop_verdict_survives_a_late_trial_thread(tmp_path, writer, grace_s):
+def test_the_early_stop_verdict_survives_a_late_trial_write(tmp_path, monkeypatch):
     """Ray Tune can return from `fit` while a stopped trial's thread still ends its run; on a
     loaded machine that write came last and replaced the driver's "early stopped" verdict. Two
-    guards, each tested alone: the trial keeps a verdict already written, and the driver waits
-    for RUNNING trials to end before writing it."""
-    import threading
-    import time
-
+    guards, each tested alone and in a fixed order (no threads, no sleeps): the trial keeps a
+    verdict already written, and the driver waits for RUNNING trials to end before writing it."""
+    from kdtune.sweep import outcome as outcome_module
     from kdtune.sweep.outcome import SweepOutcome, settle_runs
-    from kdtune.trainable import end_stopped_run
+    from kdtune.sweep.lifecycle import TrialLifecycle
     from kdtune.tracking.runs import Tracker
     from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, STOPPED
 
     tracker = Tracker.open(f"sqlite:///{tmp_path / 'mlflow.db'}", "late")
     parent = tracker.start_run("sweep", {})
+
+    def settled(child, grace_s):
+        out = SweepOutcome(parent, tracker.experiment_id, tracker.uri)
+        settle_runs(tracker, parent, {tracker.client.get_run(child).data.tags[CONFIG_HASH]}, out,
+                    early_stop=True, grace_s=grace_s)
+        run = tracker.client.get_run(child)
+        assert out.early_stopped == 1 and out.interrupted == 0
+        assert run.info.status == "KILLED" and run.data.tags[STOPPED] == EARLY_STOPPED
+
+    # the trial keeps the verdict: the driver writes first (no wait), the trial's end comes after
     child = tracker.start_run("trial", {CONFIG_HASH: "h1"}, parent=parent)
-    end = end_stopped_run if writer == "end_stopped_run" else _raw_late_write
-    thread = threading.Thread(target=lambda: (time.sleep(1.5), end(tracker, child)))
-    thread.start()
-    outcome = SweepOutcome(parent, tracker.experiment_id, tracker.uri)
-    settle_runs(tracker, parent, {"h1"}, outcome, early_stop=True, grace_s=grace_s)
-    thread.join()
+    settled(child, grace_s=0.0)
+    TrialLifecycle(tracker, child).stopped()
     run = tracker.client.get_run(child)
-    assert outcome.early_stopped == 1 and outcome.interrupted == 0
     assert run.info.status == "KILLED" and run.data.tags[STOPPED] == EARLY_STOPPED
+
+    # the driver waits: the trial's raw write (which would replace a verdict) lands during its wait
+    child = tracker.start_run("trial", {CONFIG_HASH: "h2"}, parent=parent)
+    waits = []
+    monkeypatch.setattr(outcome_module.time, "sleep",
+                        lambda s: waits.append(s) or (len(waits) == 1 and _raw_late_write(tracker, child)))
+    settled(child, grace_s=10.0)
+    assert len(waits) == 1

@@ -13,6 +13,7 @@ import pytest
 
 from kdtune.cli import main
 from kdtune.config import load_sweep, make_trial, study_key
+from kdtune.errors import UsageError
 from kdtune.sweep.plan import PastRun, plan_search
 
 SEARCH = """
@@ -153,6 +154,17 @@ def test_bad_search_input_exits_2_with_one_line_and_writes_nothing(name, tmp_pat
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("kdtune: error: s.yaml: ") and needle in lines[0], err
     assert [p.name for p in tmp_path.iterdir()] == ["s.yaml"]
+
+
+def test_randint_is_validated_at_its_upper_end_less_one(tmp_path):
+    """randint's hi is exclusive (as in Ray): [2, 3] only draws 2, so a two-entry layer_map fits;
+    [2, 4] may draw 3, which the same layer_map cannot serve."""
+    text = ("name: s\nfixed: {dataset: synthetic, base_model: preset:micro, layer_map: [0, 1]}\n"
+            "space: {layers: {randint: [2, %d]}}\nsearch: {algorithm: random, num_samples: 3, seed: 1}\n")
+    spec = load_sweep(sweep_file(tmp_path, text % 3))
+    assert {t.layers for t in spec.trials} == {2}
+    with pytest.raises(UsageError, match="layer_map: lists 2 teacher layers but layers is 3"):
+        load_sweep(sweep_file(tmp_path, text % 4))
 
 
 # --- the Optuna plan: what each grid point's searcher is told, resumes, and may still suggest -----

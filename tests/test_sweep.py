@@ -114,8 +114,8 @@ def test_saved_student_reloads_and_reproduces_the_logged_test_f1(env, first_run,
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from kdtune.config import load_sweep
-    from kdtune.inputs import build_inputs, load_splits
-    from kdtune.train import evaluate
+    from kdtune.training.inputs import build_inputs, load_splits
+    from kdtune.training.loop import evaluate
 
     client, runs = first_run
     run = next(r for r in runs if r.data.tags.get("kdtune.kind") == "trial" and r.data.params["init"] == "teacher"
@@ -235,7 +235,7 @@ def test_the_demo_sweep_file_runs_end_to_end(env, tmp_path):
 def test_the_driver_shows_teacher_progress_while_it_waits(env):
     from kdtune.config import load_sweep
     from kdtune.sweep.teachers import train_teachers
-    from kdtune.teachers import is_complete, teacher_path
+    from kdtune.training.teacher_store import is_complete, teacher_path
     from kdtune.tracking.runs import Tracker
 
     # A teacher the store lacks (other max steps). Its task posts every step line (no throttle)

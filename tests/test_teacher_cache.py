@@ -1,4 +1,4 @@
-"""The teacher cache (kdtune.teacher_cache): the stored outputs equal the teacher's on any padded
+"""The teacher cache (kdtune.training.teacher_cache): the stored outputs equal the teacher's on any padded
 batch, training with and without it is the same, a second trial reuses the first's, and a write
 killed before its marker is never read."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdtune import teacher_cache
+import kdtune.training.teacher_cache as teacher_cache
 from kdtune.config import make_trial
 
 TRIAL = {
@@ -20,21 +20,21 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, kdtune_cache):
-    from kdtune.teachers import ensure_teacher
+    from kdtune.training.teacher_store import ensure_teacher
 
     return ensure_teacher(make_trial(TRIAL), tmp_path_factory.mktemp("store"), log=lambda m: None)
 
 
 def build(teacher_dir, **fields):
-    from kdtune import trial as trial_lib
+    import kdtune.training.trial as trial_lib
 
     return trial_lib.build(make_trial({**TRIAL, **fields}), teacher_dir)
 
 
 def train_curve(built):
     """Every loss term at every step, and the outcome."""
-    from kdtune import trial as trial_lib
-    from kdtune.train import Callbacks
+    import kdtune.training.trial as trial_lib
+    from kdtune.training.loop import Callbacks
 
     curve = []
     outcome = trial_lib.run(built, CPU, Callbacks(on_log=lambda step, logs: curve.append(logs)))
@@ -89,9 +89,9 @@ def test_training_is_the_same_with_and_without_the_cache_and_a_second_trial_reus
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher ran although the cache holds its outputs")
 
-    import kdtune.train
+    import kdtune.training.loop
 
-    monkeypatch.setattr(kdtune.train, "teacher_outputs", no_teacher)
+    monkeypatch.setattr(kdtune.training.loop, "teacher_outputs", no_teacher)
     _, second = train_curve(build(teacher_dir, teacher_cache=True, seed=2, init="scratch"))
     assert second.teacher_cache == "reused"
     assert teacher_cache.COUNTS["reused"] == before.get("reused", 0) + 1 + (cached.teacher_cache == "reused")
@@ -163,7 +163,7 @@ def test_estimate_matches_the_written_size(teacher_dir):
 def test_precision_fp32_means_full_fp32_on_cuda_and_the_cache_key_tells_it_from_tf32(monkeypatch):
     """`precision: fp32` is the paper's fp32: no TF32 products on CUDA. auto without bf16 runs the
     fp32 products on TF32 cores, so a cache written one way is not read the other way."""
-    from kdtune.runtime import fast_matmul, uses_tf32
+    from kdtune.training.runtime import fast_matmul, uses_tf32
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # an fp32-only GPU
@@ -177,3 +177,26 @@ def test_precision_fp32_means_full_fp32_on_cuda_and_the_cache_key_tells_it_from_
     regimes = {p: teacher_cache.compute_regime(cuda, p) for p in ("auto", "fp32", "bf16")}
     assert regimes == {"auto": "tf32", "fp32": "fp32", "bf16": "bf16"}
     assert teacher_cache.compute_regime(cpu, "auto") == teacher_cache.compute_regime(cpu, "fp32") == "fp32"
+
+
+def test_bf16_trains_on_cpu_and_the_cache_keeps_bf16_bits_through_its_int16_view(teacher_dir):
+    """The bf16 path (autocast, and the cache storing bf16 as int16 on disk) runs on a CPU too."""
+    assert teacher_cache.compute_regime(CPU, "bf16") == "bf16" != teacher_cache.compute_regime(CPU, "auto")
+    built = build(teacher_dir, precision="bf16", teacher_cache=True, att_target="scores", seed=5)
+    curve, outcome = train_curve(built)
+    assert outcome.teacher_cache in ("built", "reused") and len(curve) == TRIAL["max_steps"]
+    assert all(torch.isfinite(torch.tensor(logs["total"])) for logs in curve)
+    cache = built.distiller.teacher_cache
+    assert cache.spec["compute"] == "bf16" and "bfloat16" in cache.dtypes.values()
+    stored = next(n for n, d in cache.dtypes.items() if d == "bfloat16")
+    assert str(cache.arrays[stored].dtype) == "int16"  # bf16 has no numpy dtype: its bits, as int16
+    batch = next(iter(built.inputs.train_loader(0)))
+    got = cache.outputs(batch["row"], batch["attention_mask"], CPU)
+    from kdtune.training.runtime import autocast_for
+
+    with torch.inference_mode(), autocast_for(CPU, "bf16"):
+        want = built.distiller.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert got.logits.dtype == want.logits.dtype == torch.bfloat16
+    torch.testing.assert_close(got.logits.float(), want.logits.float(), rtol=0.05, atol=0.05)
+    bits = torch.randn(7, 3).to(torch.bfloat16)
+    assert torch.equal(teacher_cache._torch(teacher_cache._np(bits), "bfloat16"), bits)

@@ -10,9 +10,9 @@ import torch
 from sklearn.metrics import f1_score
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-import kdtune.train as train_module
+import kdtune.training.loop as train_module
 from kdtune.metrics import DEFAULT_METRIC, majority_scores
-from kdtune.train import Callbacks, NonFiniteLoss, TrainSettings, TrainState, evaluate, train
+from kdtune.training.loop import Callbacks, NonFiniteLoss, TrainSettings, TrainState, evaluate, train
 
 VOCAB, LABELS = 40, 3
 

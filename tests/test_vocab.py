@@ -36,7 +36,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, kdtune_cache):
-    from kdtune.teachers import ensure_teacher
+    from kdtune.training.teacher_store import ensure_teacher
 
     return ensure_teacher(make_trial(TRIAL), tmp_path_factory.mktemp("store"), log=lambda m: None)
 
@@ -48,7 +48,7 @@ def always_trim(monkeypatch):
 
 
 def build(teacher_dir, **fields):
-    from kdtune import trial as trial_lib
+    from kdtune.training import trial as trial_lib
 
     built = trial_lib.build(make_trial({**TRIAL, **fields}), teacher_dir)
     assert isinstance(built.student.get_input_embeddings(), vocab.UsedVocabEmbedding) == fields["used_vocab"]
@@ -57,8 +57,8 @@ def build(teacher_dir, **fields):
 
 def run(built, state=None, on_eval=None):
     """Every loss term at every step, the outcome, and the student as it leaves the trial."""
-    from kdtune import trial as trial_lib
-    from kdtune.train import Callbacks
+    from kdtune.training import trial as trial_lib
+    from kdtune.training.loop import Callbacks
 
     curve = []
     cb = Callbacks(on_log=lambda step, logs: curve.append(logs), **({"on_eval": on_eval} if on_eval else {}))
@@ -98,7 +98,7 @@ def test_same_loss_curve_and_saved_weights_with_and_without_it(teacher_dir, alwa
 
 
 def test_the_table_holds_every_evaluation_token(teacher_dir, always_trim):
-    from kdtune.train import evaluate
+    from kdtune.training.loop import evaluate
 
     built = build(teacher_dir, used_vocab=True)
     table = set(built.student.get_input_embeddings().ids.tolist())
@@ -124,7 +124,7 @@ def test_saved_student_has_the_full_vocabulary_and_predicts_what_the_trial_measu
     from transformers import AutoModelForSequenceClassification
 
     from kdtune.metrics import scores
-    from kdtune.train import predict
+    from kdtune.training.loop import predict
 
     built = build(teacher_dir, used_vocab=True, weight_decay=0.1)
     _, outcome, _ = run(built)
@@ -143,7 +143,7 @@ class Stop(Exception):
 def test_resume_from_a_checkpoint_of_either_table(teacher_dir, always_trim, tmp_path, written):
     """Interrupted at step 5, resumed with the used-vocabulary table: the same end as a run never
     interrupted (bit for bit from its own checkpoint; within float tolerance from a full-table one)."""
-    from kdtune import trial as trial_lib
+    from kdtune.training import trial as trial_lib
 
     fields = {"weight_decay": 0.1}
     _, _, want = run(build(teacher_dir, used_vocab=True, **fields))
@@ -168,7 +168,7 @@ def test_resume_from_a_checkpoint_of_either_table(teacher_dir, always_trim, tmp_
 
 
 def test_a_trimmed_checkpoint_resumes_with_the_trim_switched_off(teacher_dir, always_trim, tmp_path):
-    from kdtune import trial as trial_lib
+    from kdtune.training import trial as trial_lib
 
     interrupted = build(teacher_dir, used_vocab=True)
 
@@ -188,7 +188,7 @@ def test_a_trimmed_checkpoint_resumes_with_the_trim_switched_off(teacher_dir, al
 def test_teacher_fine_tuning_is_the_same_with_it(tmp_path, kdtune_cache, always_trim, monkeypatch):
     from safetensors.torch import load_file
 
-    from kdtune.teachers import fine_tune
+    from kdtune.training.teacher_store import fine_tune
 
     trimmed = []
     trim = vocab.trim_where_it_pays
@@ -204,7 +204,7 @@ def test_teacher_fine_tuning_is_the_same_with_it(tmp_path, kdtune_cache, always_
 def test_closed_form_decay_is_what_adamw_does_to_a_row_without_gradient():
     from transformers import get_linear_schedule_with_warmup
 
-    from kdtune.train import TrainSettings, make_optimizer
+    from kdtune.training.loop import TrainSettings, make_optimizer
 
     p = torch.nn.Parameter(torch.ones(4, 3))
     opt = make_optimizer([p], TrainSettings(lr=0.05, weight_decay=0.3), CPU)

@@ -6,7 +6,7 @@
 
 Modules: `flops` (analytic FLOP count on real tokens), `matmul` (the machine's dense matmul
 FLOP/s), `timing` (medians and spreads), `setup` (model, rows and trial), `paths` (kdtune's KD
-path through `kdtune.train.train`, and the TinyBERT-style reference loop), `vocab` (the
+path through `kdtune.training.loop.train`, and the TinyBERT-style reference loop), `vocab` (the
 used-vocabulary embedding table against the full one, paired), `memory` (peak memory),
 `overhead` (Ray Tune + MLflow sweep overhead), `run` (the orchestration), `table`.
 """

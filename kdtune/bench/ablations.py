@@ -19,10 +19,10 @@ run, on the same built trial (the student's initial weights are restored before 
   shapes off) and every batch padded up to a multiple of `BUCKET` tokens, so dynamic padding
   needs a handful of graphs instead of recompiling per length; on CUDA in ``reduce-overhead``
   mode (CUDA graphs). Only by name;
-- ``fused-loss``: `kdtune.distill.kd_losses` compiled on its own, which fuses its element-wise
+- ``fused-loss``: `kdtune.training.losses.kd_losses` compiled on its own, which fuses its element-wise
   terms into a few kernels. Only by name.
 
-Variants patch attributes of `kdtune.train` / `kdtune.distill` (and, for compile-buckets,
+Variants patch attributes of `kdtune.training.loop` / `kdtune.training.losses` (and, for compile-buckets,
 torch._dynamo's scoped `config.patch`) and restore them on exit.
 """
 
@@ -74,9 +74,9 @@ class PaddedLoader:
 
 def variant(name: str, built, prepared, pad_to: int):
     """(context manager, built trial to time) for one variant."""
-    import kdtune.distill
-    import kdtune.train
-    from kdtune.inputs import build_inputs
+    import kdtune.training.losses
+    import kdtune.training.loop
+    from kdtune.training.inputs import build_inputs
 
     if name == "no-length-grouping":
         trial = dataclasses.replace(prepared.trial, group_by_length=False)
@@ -94,20 +94,20 @@ def variant(name: str, built, prepared, pad_to: int):
             out = teacher(**inputs, **flags)
             return type(out)(**{k: _detach(v) for k, v in out.items()})
 
-        return _restoring_teacher(built, patched(kdtune.train, "teacher_outputs", plain)), built
+        return _restoring_teacher(built, patched(kdtune.training.loop, "teacher_outputs", plain)), built
     if name == "no-grad-teacher":
         def no_grad(teacher, inputs, flags):
             with torch.no_grad():
                 return teacher(**inputs, **flags)
 
-        return patched(kdtune.train, "teacher_outputs", no_grad), built
+        return patched(kdtune.training.loop, "teacher_outputs", no_grad), built
     if name == "unfused-adamw":
         def unfused(params, settings, device):
             return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
-        return patched(kdtune.train, "make_optimizer", unfused), built
+        return patched(kdtune.training.loop, "make_optimizer", unfused), built
     if name == "loop-loss":
-        return patched(kdtune.distill, "kd_losses", kd_losses_loop), built
+        return patched(kdtune.training.losses, "kd_losses", kd_losses_loop), built
     if name == "eager-attention":
         return _eager_attention(built.student, built.distiller.teacher), built
     if name == "one-thread":
@@ -119,7 +119,7 @@ def variant(name: str, built, prepared, pad_to: int):
         loader = lambda epoch: PaddedLoader(source(epoch), pad_to, pad_id, BUCKET)  # noqa: E731
         return _static_compile(), dataclasses.replace(built, inputs=dataclasses.replace(built.inputs, train_loader=loader))
     if name == "fused-loss":
-        return patched(kdtune.distill, "kd_losses", torch.compile(kdtune.distill.kd_losses, dynamic=True)), built
+        return patched(kdtune.training.losses, "kd_losses", torch.compile(kdtune.training.losses.kd_losses, dynamic=True)), built
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -152,11 +152,11 @@ def _eager_attention(*models):
 
 @contextlib.contextmanager
 def _static_compile():
-    import kdtune.train
+    import kdtune.training.loop
 
     mode = "reduce-overhead" if torch.cuda.is_available() else "default"  # CUDA graphs on a GPU
     with torch._dynamo.config.patch(automatic_dynamic_shapes=False, cache_size_limit=64), \
-            patched(kdtune.train, "COMPILE_OPTIONS", {"dynamic": False, "mode": mode}):
+            patched(kdtune.training.loop, "COMPILE_OPTIONS", {"dynamic": False, "mode": mode}):
         yield
 
 
@@ -172,8 +172,8 @@ def _threads(n: int):
 
 def kd_losses_loop(student_out, teacher_out, labels, attention_mask, layer_map, weights, hidden_match,
                    head_map=None) -> dict[str, torch.Tensor]:
-    """`kdtune.distill.kd_losses`, one layer at a time instead of stacked (same definitions)."""
-    from kdtune.distill import TERMS, nonkd_loss, weighted_total
+    """`kdtune.training.losses.kd_losses`, one layer at a time instead of stacked (same definitions)."""
+    from kdtune.training.losses import TERMS, nonkd_loss, weighted_total
     from kdtune.models.selection import head_map as select_heads
 
     logits = student_out.logits

@@ -81,11 +81,6 @@ def kd_step_flops(
     return flops
 
 
-def train_step_flops(model: EncoderShape, lengths: Iterable[int]) -> float:
-    """FLOPs of one plain (non-KD) training step: forward and backward."""
-    return 3 * forward_flops(model, lengths)
-
-
 def layer_gemms(shape: EncoderShape, tokens: int) -> list[tuple[int, int, int]]:
     """The (M, K, N) matrix products of one encoder layer over `tokens` rows, in order."""
     d, f = shape.hidden, shape.intermediate

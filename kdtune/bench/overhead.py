@@ -8,14 +8,14 @@ defaults) runs twice on the same machine:
    in a temporary folder, one trial at a time with every CPU, as ``resources.cpu = cpu_count``);
    timed from the call to its return, Ray's start-up included, ``ray.shutdown`` not;
 2. the same trials one after another in this process with the same thread count, each
-   `kdtune.trial.build` + `kdtune.trial.run` (what the trainable does, minus Ray and MLflow).
+   `kdtune.training.trial.build` + `kdtune.training.trial.run` (what the trainable does, minus Ray and MLflow).
 
 ``overhead = sweep wall time / in-process time - 1``. The sum of the runs' logged
 ``train_seconds`` (measured inside the trainable, so it already contains MLflow logging and
 checkpoint writes) is reported beside it: ``wall - sum(train_seconds)`` is what lies outside the
 trials (Ray start, worker start-up, scheduling). The one teacher the grid needs is fine-tuned
 before both, so neither includes it, and so is the KD trials' shared teacher cache
-(`kdtune.teacher_cache`, read by both); the sweep runs first, so it also pays the one-off teacher
+(`kdtune.training.teacher_cache`, read by both); the sweep runs first, so it also pays the one-off teacher
 test scoring the in-process runs then read from the teacher's cache (conservative).
 """
 
@@ -58,10 +58,10 @@ def sweep_overhead(base_model: str, dataset: str, data_dir: str | None, workdir:
                    log=lambda msg: None) -> dict:
     import ray
 
-    from kdtune import trial as trial_lib
+    import kdtune.training.trial as trial_lib
     from kdtune.config import parse_sweep
     from kdtune.sweep import run_sweep
-    from kdtune.teachers import ensure_teacher
+    from kdtune.training.teacher_store import ensure_teacher
     from kdtune.tracking.runs import Tracker
 
     workdir = Path(workdir)
@@ -76,7 +76,7 @@ def sweep_overhead(base_model: str, dataset: str, data_dir: str | None, workdir:
     teacher_dir = ensure_teacher(spec.trials[0], store, log=lambda m: None, device=device)
     # The KD trials share one teacher cache (same rows for every seed and init): built before both
     # runs, like the teacher, so that neither pays it and both read it.
-    from kdtune import teacher_cache
+    import kdtune.training.teacher_cache as teacher_cache
 
     kd_trial = next(t for t in spec.trials if t.kd)
     teacher_cache.attach(trial_lib.build(kd_trial, teacher_dir), device, log=lambda m: log(f"sweep overhead: {m}"))

@@ -1,6 +1,6 @@
 """The two KD training paths the bench times, on the same student, teacher, rows and batch size.
 
-kdtune's path is `kdtune.train.train` itself, untouched: the trial's own loaders (dynamic padding,
+kdtune's path is `kdtune.training.loop.train` itself, untouched: the trial's own loaders (dynamic padding,
 length-grouped batches), `make_step` (teacher under `inference_mode`, only the outputs the loss
 needs, or its outputs read from the teacher cache when the distiller has one), the optimizer and
 schedule. It runs ``repeats + 1`` groups of ``group`` steps, logging
@@ -108,9 +108,9 @@ def summarise(batches: Batches, cuts: list[tuple[int, float]], student: EncoderS
 
 
 def kdtune_path(built, device: torch.device, repeats: int, group: int = 50, compile: bool = False) -> PathResult:
-    """Time `kdtune.train.train` on the built trial: ``repeats`` samples of ``group`` steps after
+    """Time `kdtune.training.loop.train` on the built trial: ``repeats`` samples of ``group`` steps after
     one warm-up group."""
-    from kdtune.train import Callbacks, TrainSettings, train
+    from kdtune.training.loop import Callbacks, TrainSettings, train
 
     record = Batches()
     cuts: list[tuple[int, float]] = []

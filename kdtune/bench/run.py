@@ -95,7 +95,7 @@ def _run_bench(opts: BenchOptions, log: Callable[[str], None]) -> dict:
     from kdtune.bench.overhead import sweep_overhead
     from kdtune.bench.setup import parse_model, prepare
     from kdtune.errors import UsageError
-    from kdtune.runtime import pick_device
+    from kdtune.training.runtime import pick_device
 
     if opts.repeats < 1 or not opts.batch_sizes or min(opts.batch_sizes) < 1 or opts.reference_steps < 1:
         raise UsageError("--repeats, --batch-sizes and --reference-steps must be >= 1")
@@ -161,16 +161,16 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
     """Every per-batch-size measurement (see the module doc); fills `setup` with the shapes."""
     import torch
 
-    from kdtune import teacher_cache
-    from kdtune import trial as trial_lib
-    from kdtune.bench import matmul
+    import kdtune.training.teacher_cache as teacher_cache
+    import kdtune.training.trial as trial_lib
+    import kdtune.bench.matmul as matmul
     from kdtune.bench.ablations import COMPILED, SWITCHED_ON
     from kdtune.bench.ablations import variant as ablation_variant
     from kdtune.bench.flops import EncoderShape, layer_gemms
     from kdtune.bench.memory import peak_memory
     from kdtune.bench.paths import kdtune_path, reference_path
     from kdtune.bench.vocab import pair as vocab_pair
-    from kdtune.runtime import autocast_for, seed_everything
+    from kdtune.training.runtime import autocast_for, seed_everything
 
     trial = dataclasses.replace(prepared.trial, batch_size=batch_size)
     pad_to = trial.max_length

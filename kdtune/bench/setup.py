@@ -23,7 +23,7 @@ Two kinds of model:
   an earlier version of the preset code.
 
 The trial is the paper's default KD student (``init: teacher``, half the teacher's layers, full
-width, all five loss terms), built by the very code a sweep uses (`kdtune.trial.build`). Its rows
+width, all five loss terms), built by the very code a sweep uses (`kdtune.training.trial.build`). Its rows
 are a seeded sample of the training split (``rows``, by default one length-group of 50 batches,
 the unit `LengthGroupedSampler` sorts), plus small validation and test samples.
 """
@@ -43,7 +43,6 @@ RANDOM_SHAPES = {
     "base": (768, 12, 12, 3072, 250002),
     "e5-small": (384, 12, 12, 1536, 250037),  # with its own 250k tokenizer (kdtune.models.e5)
 }
-MODEL_KINDS = ("preset", "random", "dir")
 QUICK_TOKENIZER_ROWS = 400  # per language, when the preset is not built (see the module doc)
 
 
@@ -77,7 +76,7 @@ def sample_splits(splits, rows: int, eval_rows: int, seed: int):
     """Seeded samples of every split: `rows` training rows (all, if fewer), `eval_rows` of
     validation and test.
 
-    Every language keeps at least one row per split (`kdtune.inputs` selects the trial's
+    Every language keeps at least one row per split (`kdtune.training.inputs` selects the trial's
     languages and refuses a missing one): each language gets an equal share, the remainder is
     drawn from all the other rows.
     """

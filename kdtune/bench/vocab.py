@@ -29,11 +29,11 @@ def pair(built, first, splits, device, repeats: int, group: int, compile: bool, 
     """Time the other table right after `first` (the trial's own, already timed). Returns the
     result dict, the full-vocabulary Built and, when that is the new one, its student's initial
     state dict (else None): the reference path trains the full table."""
-    from kdtune import trial as trial_lib
+    from kdtune.training import trial as trial_lib
     from kdtune.bench.paths import kdtune_path
     from kdtune.bench.run import ratio
     from kdtune.models import vocab
-    from kdtune.runtime import seed_everything
+    from kdtune.training.runtime import seed_everything
 
     trimmed = vocab.trimmed(built.student) is not None
     other = trial_lib.build(dataclasses.replace(built.trial, used_vocab=False), built.teacher_dir, splits=splits)
@@ -62,11 +62,11 @@ def measure_vocab_model(model: str, dataset: str, data_dir, workdir: Path, batch
                         device, seed: int, pad_to: int, log) -> dict:
     """The pair alone on `model`, at each batch size: a setup like the main model's (random
     init, `init: teacher`, the paper's default KD student, teacher cache), fewer rows and steps."""
-    from kdtune import teacher_cache
-    from kdtune import trial as trial_lib
+    from kdtune.training import teacher_cache
+    from kdtune.training import trial as trial_lib
     from kdtune.bench.paths import kdtune_path
     from kdtune.bench.setup import prepare
-    from kdtune.runtime import seed_everything
+    from kdtune.training.runtime import seed_everything
 
     started = time.perf_counter()
     repeats = min(repeats, VOCAB_REPEATS)

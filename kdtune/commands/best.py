@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdtune.config import make_trial
     from kdtune.config.params import fixed_block, values_from_params
-    from kdtune.metrics import LEGACY_METRIC, best_metric
+    from kdtune.metrics import BEST_VAL, HELDOUT, LEGACY_METRIC, best_metric, metric_name
     from kdtune.tracking import query
     from kdtune.tracking.store import resolve_tracking_uri
     from kdtune.tracking.tags import CONFIG_HASH, SUPERSEDED, SWEEP
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     trial = make_trial(values_from_params(best.params, f"run {best.run_id}"))
     print(f"best of {len(ranked)} finished trials in {where} by validation {metric}: run {best.run_id}")
     print(f"  {best.run_name}")
-    print("  " + "  ".join(f"{stem} {m} {best.metrics[f'{stem}_{m}']:.4f}" for stem in ("best_val", "test")
-                           for m in METRICS if f"{stem}_{m}" in best.metrics))
+    print("  " + "  ".join(f"{stem} {m} {best.metrics[metric_name(stem, m)]:.4f}" for stem in (BEST_VAL, HELDOUT)
+                           for m in METRICS if metric_name(stem, m) in best.metrics))
     logged = best.tags.get(CONFIG_HASH)
     print(f"  config hash {trial.config_hash}" + ("" if logged in (None, trial.config_hash) else
                                                   f" (the run's tag says {logged}: its params are incomplete)"))

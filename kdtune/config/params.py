@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from kdtune.config.trial import LANGUAGE_LISTS, LEGACY_DEFAULTS, TRIAL_FIELDS, TrialConfig, make_trial
+from kdtune.config.trial import LANGUAGE_LISTS, LEGACY_DEFAULTS, TRIAL_FIELDS, TrialConfig, field_type, make_trial
 from kdtune.errors import UsageError
 
 
@@ -32,16 +32,16 @@ def default_params() -> dict[str, str]:
 
 
 def parse_param(key: str, text: str) -> Any:
-    kind = str(TRIAL_FIELDS[key].type)
-    if text == "None" and "None" in kind:
+    kind, optional = field_type(key)
+    if text == "None" and optional:
         return None
-    if text.startswith("[") and ("tuple" in kind or key == "layer_map"):
+    if text.startswith("[") and (kind == "tuple" or key == "layer_map"):
         return json.loads(text)
-    if kind.startswith("bool"):
+    if kind == "bool":
         return {"True": True, "False": False}[text]
-    if kind.startswith("int"):
+    if kind == "int":
         return int(text)
-    if kind.startswith("float"):
+    if kind == "float":
         return float(text)
     return text
 

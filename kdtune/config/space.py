@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdtune.config.checks import check_keys, did_you_mean
-from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, make_trial, stable_hash
+from kdtune.config.trial import TRIAL_FIELDS, TrialConfig, field_type, make_trial, stable_hash
 from kdtune.errors import UsageError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "quniform", "randint", "choice")
@@ -111,13 +111,9 @@ def _whole(v: float) -> bool:
     return float(v).is_integer()
 
 
-def field_kind(key: str) -> str:
-    return str(TRIAL_FIELDS[key].type)
-
-
 def coerce_sample(key: str, value: Any) -> Any:
     """A drawn number into its field's type: a whole float (quniform) into an integer field."""
-    if field_kind(key).startswith("int") and isinstance(value, float) and value.is_integer():
+    if field_type(key)[0] == "int" and isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
@@ -155,10 +151,10 @@ def parse_dist(key: str, spec: Any, path: str, algorithm: str) -> Dist:
         raise UsageError(f"{where}: randint: expected integers [lo, hi) (hi exclusive), got {args!r}")
     if kind == "quniform" and args[2] <= 0:
         raise UsageError(f"{where}: quniform: q must be > 0, got {args[2]}")
-    kind_of_field = field_kind(key)
-    is_int = kind_of_field.startswith("int")
-    if not (kind_of_field.startswith(("float", "int"))):
-        raise UsageError(f"{where}: {kind} draws numbers but {key} is {kind_of_field}; use choice")
+    kind_of_field = field_type(key)[0]
+    is_int = kind_of_field == "int"
+    if kind_of_field not in ("float", "int"):
+        raise UsageError(f"{where}: {kind} draws numbers but {key} is {TRIAL_FIELDS[key].type}; use choice")
     if is_int and kind in ("uniform", "loguniform"):
         raise UsageError(f"{where}: {kind} draws real numbers but {key} is an integer; "
                          f"use randint, quniform with whole numbers, or choice")

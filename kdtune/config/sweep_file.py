@@ -64,7 +64,6 @@ class SweepSpec:
     scheduler: Scheduler | None = None
     max_failures: int = 0
     description: str = ""
-    overrides_applied: list[str] = field(default_factory=list)
     search: Search | None = None
     points: list[TrialConfig] = field(default_factory=list)  # grid points (a search samples around them)
     probes: list[TrialConfig] = field(default_factory=list)  # each point at the extremes of the space

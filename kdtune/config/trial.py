@@ -80,7 +80,7 @@ class TrialConfig:
     group_by_length: bool = True
     precision: str = "auto"
     compile: bool = False  # torch.compile the student and teacher (speed only; pays on long GPU runs)
-    teacher_cache: bool = True  # KD reads the teacher's outputs from kdtune.teacher_cache (speed only)
+    teacher_cache: bool = True  # KD reads the teacher's outputs from kdtune.training.teacher_cache (speed only)
     # Train an embedding table of the token ids the trial's rows use, where that pays, student and
     # teacher; the saved model has the full vocabulary (kdtune.models.vocab; speed only)
     used_vocab: bool = True
@@ -123,18 +123,20 @@ class TrialConfig:
         return self.teacher_spec().key
 
     def teacher_spec(self) -> "TeacherSpec":
-        return TeacherSpec(
-            dataset=self.dataset, data_dir=self.data_dir, languages=self.languages,
-            partition=self.resolved_teacher_partition, max_length=self.max_length,
-            group_by_length=self.group_by_length, base_model=self.base_model,
-            epochs=self.teacher_epochs, max_steps=self.teacher_max_steps, lr=self.teacher_lr,
-            batch_size=self.teacher_batch_size, eval_steps=self.teacher_eval_steps,
-            seeds=self.teacher_seeds, weight_decay=_either(self.teacher_weight_decay, self.weight_decay),
-            warmup_ratio=_either(self.teacher_warmup_ratio, self.warmup_ratio),
-            max_grad_norm=_either(self.teacher_max_grad_norm, self.max_grad_norm), metric=self.metric,
-            precision=self.precision,
-            log_steps=self.log_steps, used_vocab=self.used_vocab,
-        )
+        """The teacher's settings, each derived by one rule: `teacher_<name>` where the trial has
+        it (falling back to the student's `<name>` where `TEACHER_FALLBACK` says None means so),
+        the trial's own `<name>` otherwise; the partition is the resolved teacher partition."""
+        values = {}
+        for name in TEACHER_SPEC_FIELDS:
+            own = f"teacher_{name}"
+            if name == "partition":
+                values[name] = self.resolved_teacher_partition
+            elif own in TRIAL_FIELDS:
+                value = getattr(self, own)
+                values[name] = _either(value, getattr(self, name)) if name in TEACHER_FALLBACK else value
+            else:
+                values[name] = getattr(self, name)
+        return TeacherSpec(**values)
 
     def teacher_fields(self) -> dict[str, Any]:
         return self.teacher_spec().hashed_fields()
@@ -178,7 +180,7 @@ TRIAL_FIELDS = {f.name: f for f in fields(TrialConfig)}
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """Everything teacher fine-tuning reads, and nothing else: `kdtune.teachers.fine_tune` gets
+    """Everything teacher fine-tuning reads, and nothing else: `kdtune.training.teacher_store.fine_tune` gets
     this object, not the trial, so a setting it uses cannot be missing from the teacher's key.
 
     Every field is part of the key except `TEACHER_UNHASHED` (where the data lives, how often
@@ -217,10 +219,15 @@ class TeacherSpec:
 
 
 TEACHER_UNHASHED = frozenset({"data_dir", "log_steps", "used_vocab"})  # where the data is, how often to print, speed
+TEACHER_SPEC_FIELDS = tuple(f.name for f in fields(TeacherSpec))
+# teacher_<name> None: the student's <name> (teacher_max_steps None is no cap, as max_steps None)
+TEACHER_FALLBACK = frozenset({"weight_decay", "warmup_ratio", "max_grad_norm"})
 
 
-def stable_hash(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+def stable_hash(obj: Any, *, spaced: bool = False) -> str:
+    """16 hex digits of sha256 over `obj` as sorted JSON. `spaced`: json.dumps' default separators
+    (", ", ": "), as the preset cache keys were made; the other keys are compact."""
+    blob = json.dumps(obj, sort_keys=True, separators=None if spaced else (",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -247,14 +254,20 @@ def make_trial(values: dict[str, Any], path: str = "<config>", sections: dict[st
     return trial
 
 
+def field_type(key: str) -> tuple[str, bool]:
+    """A trial field's base type (bool, int, float, str, tuple) and whether it may be None: the one
+    place that reads the fields' annotations (strings, under `from __future__ import annotations`)."""
+    annotation = str(TRIAL_FIELDS[key].type)
+    return annotation.split("[")[0].split(" ")[0], "None" in annotation
+
+
 def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
-    f = TRIAL_FIELDS[key]
-    kind = str(f.type)
+    kind, optional = field_type(key)
     where = f"{path}: {prefix}{key}"
     if value is None:
-        if "None" in kind:
+        if optional:
             return None
-        raise UsageError(f"{where}: a value is required ({kind.replace(' | None', '')})")
+        raise UsageError(f"{where}: a value is required ({str(TRIAL_FIELDS[key].type).replace(' | None', '')})")
     if key == "layer_map":
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
@@ -271,19 +284,19 @@ def coerce(key: str, value: Any, path: str, prefix: str) -> Any:
         if not value or not all(isinstance(v, str) for v in value):
             raise UsageError(f"{where}: a language list must be non-empty strings, got {value!r}")
         return ",".join(value)  # a comma list of languages: hashable, readable in MLflow
-    if kind.startswith("bool"):
+    if kind == "bool":
         if isinstance(value, bool):
             return value
         raise UsageError(f"{where}: expected true or false, got {value!r}")
-    if kind.startswith("int"):
+    if kind == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise UsageError(f"{where}: expected an integer, got {value!r}")
-    if kind.startswith("float"):
+    if kind == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         raise UsageError(f"{where}: expected a number, got {value!r}")
-    if kind.startswith("str"):
+    if kind == "str":
         if isinstance(value, str):
             return value
         raise UsageError(f"{where}: expected a string, got {value!r}")

@@ -5,7 +5,7 @@ columns id, text, language, label (ClassLabel); see `kdtune.data.schema` for the
 `kdtune.data.sources` for where data comes from (explicit data_dir, else KDTUNE_DATA_DIR, else the
 Hugging Face hub). Label vocabularies: MASSIVE's 60 intents sorted alphabetically
 (`massive.INTENTS`); tsm negative/neutral/positive = 0/1/2 (`tsm.LABELS`); synthetic
-(`synthetic.INTENTS`).
+(`synthetic.INTENTS`). Which datasets exist: `kdtune.data.registry` (one registry).
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ import os
 from kdtune.data import massive, synthetic, tsm
 from kdtune.data.batching import encode, make_loader
 from kdtune.data.fractions import cell_size, stratified_fraction
+from kdtune.data.registry import check_dataset
 from kdtune.data.partitions import PARTITIONS, all_languages, languages, select_languages
 from kdtune.data.schema import SPLITS
 from kdtune.config import DATASETS
 from kdtune.errors import UsageError
-LABEL_NAMES = {"massive": massive.INTENTS, "tsm": tsm.LABELS, "synthetic": synthetic.INTENTS}
 
 __all__ = [
     "DATASETS",
-    "LABEL_NAMES",
     "PARTITIONS",
     "SPLITS",
     "all_languages",
@@ -35,12 +34,6 @@ __all__ = [
     "select_languages",
     "stratified_fraction",
 ]
-
-
-def check_dataset(name: str) -> str:
-    if name not in DATASETS:
-        raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return name
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None):

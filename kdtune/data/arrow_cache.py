@@ -15,12 +15,10 @@ if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from kdtune.atomic import build_once
 from kdtune.quiet import no_progress_bars
 from kdtune.data.sources import cache_root
 
@@ -40,22 +38,15 @@ def files_key(kind: str, files: Iterable[Path]) -> str:
 def cached(kind: str, key: str, build: Callable[[], "datasets.DatasetDict"]) -> "datasets.DatasetDict":
     """Load `<cache>/datasets/<kind>-<key>` or build, save and load it."""
     import datasets
-    from filelock import FileLock
 
-    root = cache_root() / "datasets"
-    final = root / f"{kind}-{key}"
-    if not final.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(root / f"{kind}-{key}.lock")):
-            if not final.is_dir():
-                built = build()
-                work = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
-                try:
-                    with no_progress_bars():
-                        # One shard per split: datasets writes no shard for an empty split
-                        # by default, and then cannot load it back.
-                        built.save_to_disk(str(work / "data"), num_shards={split: 1 for split in built})
-                    os.replace(work / "data", final)
-                finally:
-                    shutil.rmtree(work, ignore_errors=True)
+    final = cache_root() / "datasets" / f"{kind}-{key}"
+
+    def save(work: Path) -> None:
+        built = build()
+        with no_progress_bars():
+            # One shard per split: datasets writes no shard for an empty split by default, and
+            # then cannot load it back.
+            built.save_to_disk(str(work), num_shards={split: 1 for split in built})
+
+    build_once(final, save)
     return datasets.load_from_disk(str(final))

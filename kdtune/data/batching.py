@@ -11,7 +11,7 @@ seeded the same way); without shuffle it visits rows longest first (deterministi
 changes the order of evaluation batches, never their content.
 
 `row_ids=True` adds a ``row`` tensor to every batch: each row's position in `encoded` (the
-training selection), by which `kdtune.teacher_cache` finds the teacher outputs stored for it.
+training selection), by which `kdtune.training.teacher_cache` finds the teacher outputs stored for it.
 """
 
 from __future__ import annotations

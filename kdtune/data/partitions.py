@@ -21,23 +21,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kdtune.config import PARTITIONS
-from kdtune.data import massive, synthetic, tsm
+from kdtune.data.registry import dataset_module
 from kdtune.data.schema import arrow_columns, derived_fingerprint
 from kdtune.errors import UsageError
-_MODULES = {"massive": massive, "tsm": tsm, "synthetic": synthetic}
 
 
 def all_languages(dataset: str) -> tuple[str, ...]:
-    module = _MODULES.get(dataset)
-    if module is None:
-        raise UsageError(f"unknown dataset {dataset!r}; choose one of {', '.join(_MODULES)}")
+    module = dataset_module(dataset)
     return tuple(getattr(module, "LOCALES", None) or module.LANGUAGES)
 
 
 def languages(dataset: str, partition: str | Sequence[str], within: str | Sequence[str] | None = None) -> list[str]:
     """The languages of a named partition, or the validated explicit list, inside `within`."""
     every = all_languages(dataset)
-    module = _MODULES[dataset]
+    module = dataset_module(dataset)
     universe = every if within is None or within == "all" else languages(dataset, within)
     inside = "" if universe is every else f" within languages {','.join(universe)}"
     if isinstance(partition, str):

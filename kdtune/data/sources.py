@@ -16,7 +16,6 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -82,27 +81,20 @@ def fetch_archive(url: str) -> Path:
     a crash mid-download leaves nothing that looks complete. Concurrent callers serialize on a
     file lock and the second one finds the folder already there.
     """
-    from filelock import FileLock
+    from kdtune.atomic import build_once
 
     slot = cache_root() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
     done = slot / "extracted"
-    if done.is_dir():
-        return done
-    slot.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(slot / ".lock")):
-        if done.is_dir():
-            return done
+
+    def download_and_extract(work: Path) -> None:
         (slot / "url.txt").write_text(url + "\n", encoding="utf-8")
-        name = url.rsplit("/", 1)[-1].split("?", 1)[0] or "archive"
-        archive = slot / name
+        archive = slot / (url.rsplit("/", 1)[-1].split("?", 1)[0] or "archive")
         if not archive.is_file():
             _download(url, archive)
-        work = Path(tempfile.mkdtemp(prefix=".extract-", dir=slot))
-        try:
-            _extract(archive, work)
-            os.replace(work, done)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        _extract(archive, work)
+
+    build_once(done, download_and_extract)
     return done
 
 

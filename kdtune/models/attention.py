@@ -10,7 +10,7 @@ attention weights, one of two targets taken before dropout:
 - ``probs``: the softmax probabilities (the paper's "attention outputs"; default);
 - ``scores``: the scaled scores ``q.k * scaling`` before the padding mask and the softmax
   (TinyBERT's target). No ``-inf`` or ``-1e4`` mask value reaches them; the loss keeps padded
-  queries and keys out of the MSE (`kdtune.distill.attention_loss`).
+  queries and keys out of the MSE (`kdtune.training.losses.attention_loss`).
 
 Which layers hand back a map is set per self-attention module with `read_attention`: a layer
 that no loss reads (most teacher layers, every layer at evaluation time) runs transformers' SDPA

@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from kdtune.models import e5
+import kdtune.models.e5 as e5
 from kdtune.models.pip_files import PipFile, locate, sha256  # noqa: F401 - sha256: preset.py's
 
 

@@ -43,56 +43,17 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from kdtune.atomic import build_once
+from kdtune.config import stable_hash
 from kdtune.errors import UsageError
 from kdtune.models.preset_mlm import pretrain
+from kdtune.models.preset_spec import PREFIX, PRESETS, PresetSpec
 
 FORMAT_VERSION = 2  # 2: MLM steps capped by mlm_max_epochs
-PREFIX = "preset:"
 _BUILT: dict[tuple, Path] = {}  # in-process memo of finished presets (see build_preset)
-
-
-@dataclasses.dataclass(frozen=True)
-class PresetSpec:
-    """Size and pretraining budget of a preset model (see the module docstring)."""
-
-    vocab_size: int
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-    max_length: int
-    mlm_steps: int
-    batch_size: int
-    lr: float
-    seed: int = 0
-    tokenizer_rows_per_language: int = 2000
-    mlm_probability: float = 0.15
-    eval_rows: int = 512
-    # At most this many passes over the training text: on a small corpus (tsm, synthetic) more
-    # MLM memorises the text and the preset then fine-tunes worse than random weights.
-    mlm_max_epochs: float = 5.0
-
-
-PRESETS: dict[str, PresetSpec] = {
-    # The paper's student is 6 layers; "tiny" keeps a 12-layer teacher shape at a small width.
-    "tiny": PresetSpec(
-        vocab_size=16000, hidden=128, layers=12, heads=4, intermediate=512, max_length=128,
-        mlm_steps=1000, batch_size=64, lr=5e-4, tokenizer_rows_per_language=1000,
-    ),
-    "small": PresetSpec(
-        vocab_size=32000, hidden=256, layers=8, heads=4, intermediate=1024, max_length=128,
-        mlm_steps=2000, batch_size=64, lr=5e-4,
-    ),
-    # For fast tests on the synthetic data: builds in seconds.
-    "micro": PresetSpec(
-        vocab_size=1000, hidden=32, layers=4, heads=2, intermediate=64, max_length=64,
-        mlm_steps=300, batch_size=32, lr=1e-3, tokenizer_rows_per_language=0, eval_rows=256,
-    ),
-}  # fmt: skip
 
 
 def preset_names() -> tuple[str, ...]:
@@ -145,11 +106,10 @@ def text_fingerprint(ds) -> str:
 
 
 def preset_key(spec: PresetSpec, dataset: str, fingerprint: str) -> str:
-    blob = json.dumps(
+    return stable_hash(
         {"spec": dataclasses.asdict(spec), "dataset": dataset, "data": fingerprint, "format": FORMAT_VERSION},
-        sort_keys=True,
+        spaced=True,
     )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_preset(
@@ -184,33 +144,19 @@ def build_preset(
 
 def _build_once(final: Path, build: Callable[[Path], None]) -> None:
     """Run `build(target)` unless `final` is finished; under a file lock, renamed into place."""
-    from filelock import FileLock
-
-    if (final / "preset.json").is_file():
-        return
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{final.name}.lock")):
-        if not (final / "preset.json").is_file():
-            work = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
-            try:
-                build(work / "preset")
-                os.replace(work / "preset", final)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+    build_once(final, build, done=lambda folder: (folder / "preset.json").is_file())
 
 
 def _packaged_preset(name: str, cache_dir: Path | None) -> Path:
     """The cached folder of a packaged pretrained preset; key = sha256 of its source files (+ format)."""
-    from kdtune.models import packaged
+    import kdtune.models.packaged as packaged
 
     memo_key = (name, str(_cache_root(cache_dir)))
     if memo_key in _BUILT and (_BUILT[memo_key] / "preset.json").is_file():
         return _BUILT[memo_key]  # same process: skip re-hashing the package files (83-89 MB)
     shas = {label: packaged.sha256(path) for label, path in packaged.files(name).items()}
     # minilm's blob is {"preset", "zip", "format"}, as before converted presets existed: its key is unchanged.
-    blob = json.dumps({"preset": name, **shas, **packaged.key_extra(name), "format": FORMAT_VERSION}, sort_keys=True)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    key = stable_hash({"preset": name, **shas, **packaged.key_extra(name), "format": FORMAT_VERSION}, spaced=True)
     final = _cache_root(cache_dir) / "presets" / f"{name}-{key}"
     meta = {"preset": name, **{f"{label}_sha256": sha for label, sha in shas.items()}, "key": key, "format": FORMAT_VERSION}
     _build_once(final, lambda target: packaged.build(name, target, meta))

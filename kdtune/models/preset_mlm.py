@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
     import torch
 
-    from kdtune.models.preset import PresetSpec
+    from kdtune.models.preset_spec import PresetSpec
 
 from kdtune.errors import UsageError
 from kdtune.models.preset_tokenizer import sample_per_language, train_tokenizer

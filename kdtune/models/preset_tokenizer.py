@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # heavy imports stay inside the functions that need them
     import tokenizers
 
-    from kdtune.models.preset import PresetSpec
+    from kdtune.models.preset_spec import PresetSpec
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 

@@ -24,10 +24,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtune.report import claims_section, figures, render, search, teachers as teacher_table
+import kdtune.report.claims_section as claims_section
+import kdtune.report.figures as figures
+import kdtune.report.render as render
+import kdtune.report.search as search
+import kdtune.report.teachers as teacher_table
 from kdtune.report.claims import Claim, claims
 from kdtune.report.languages import DEFAULT_FILTER, LanguageTable, language_tables
-from kdtune.metrics import DEFAULT_METRIC, LEGACY_METRIC, METRICS, heldout_metric
+from kdtune.metrics import DEFAULT_METRIC, FINAL_STEMS, LEGACY_METRIC, METRICS, heldout_metric, metric_name
 from kdtune.report.records import LEGACY_NAMES, USED_STATUS, init_label, project
 from kdtune.report.tables import Table, all_tables
 from kdtune.errors import UsageError
@@ -82,7 +86,31 @@ def _write_figure2_csv(data: list[figures.FractionCurves], path: Path) -> Path:
     return path
 
 
-def build_report(
+@dataclass
+class ReportContext:
+    """Everything the report's sections read: built once by `build_report`, then only read."""
+
+    result: ReportResult
+    used: list[TrialRecord]  # the FINISHED trial records, projected on the compared metric
+    formats: tuple[str, ...]
+    experiments: list[str]
+    tracking_uri: str
+    teacher_rows: list
+    fig2_data: list[figures.FractionCurves]
+    fig3_groups: dict
+    fig_paths: dict[str, Path | None] = field(default_factory=dict)  # only what was really drawn
+    searched: list[tuple] = field(default_factory=list)  # (group, png, csv) of each sweep that sampled fields
+
+    @property
+    def words(self) -> str:
+        return METRIC_WORDS[self.result.metric]
+
+    @property
+    def csv(self) -> bool:
+        return "csv" in self.formats
+
+
+def build_report(  # the keyword options of `kdtune report` (and its tests), each with a default
     records: list[TrialRecord],
     out: Path,
     formats: tuple[str, ...] = FORMATS,
@@ -104,72 +132,68 @@ def build_report(
     result.tables = all_tables(used)
     result.languages_filter = dict(languages_filter or DEFAULT_FILTER)
     result.languages = language_tables(used, result.languages_filter)
-    teacher_rows = teacher_table.teacher_rows(teachers or [])
-
-    metric_name = METRIC_WORDS[metric].split(" ")[0]
-    want_png = "png" in formats
-    if want_png and not figures.have_matplotlib():
-        result.warnings.append("matplotlib is not installed (pip install 'kdtune[report]'): PNG figures skipped")
-        want_png = False
-
-    # Figures first: the markdown links only what was really drawn.
-    fig2_data = figures.fraction_curves(used)
-    fig3_groups = figures.loss_groups(used)
-    result.claims = claims(result.tables, fig2_data)
-    fig_paths: dict[str, Path | None] = {}
-    if want_png:
-        if fig2_data:
-            fig_paths["figure2"] = figures.draw_figure2(fig2_data, out / "figure2.png", FIGURE_CONTEXT, metric_name)
-        if fig3_groups and history is not None:
-            run_ids = sorted({rid for by_init in fig3_groups.values() for ids in by_init.values() for rid in ids})
-            fig_paths["figure3"] = figures.draw_figure3(
-                fig3_groups, history(run_ids, "train_loss"), out / "figure3.png", FIGURE_CONTEXT
-            )
-        for lang_table in result.languages:
-            if lang_table.values:
-                name = f"languages_{_safe(lang_table.dataset)}"
-                fig_paths[name] = figures.draw_languages(lang_table, out / f"{name}.png", _filter_text(lang_table.filter),
-                                                         metric_name)
-        result.files += [p for p in fig_paths.values() if p]
-
-    if "csv" in formats:
-        for table in result.tables:
-            if table.n_runs:
-                result.files.append(render.write_table_csv(table, out / f"{table.name}.csv"))
-        if fig2_data:
-            result.files.append(_write_figure2_csv(fig2_data, out / "figure2.csv"))
-        for lang_table in result.languages:
-            if lang_table.values:
-                result.files.append(
-                    render.write_language_csv(lang_table, out / f"languages_{_safe(lang_table.dataset)}.csv")
-                )
-        if used:
-            result.files.append(_write_runs_csv(used, out / "runs.csv"))
-        if teacher_rows:
-            result.files.append(teacher_table.write_csv(teacher_rows, out / "teachers.csv"))
-        if result.claims:
-            result.files.append(claims_section.write_csv(result.claims, out / "claims.csv"))
-
-    searched = []  # (group, png, csv) of each sweep that sampled fields
+    ctx = ReportContext(result, used, tuple(formats), experiments or [], tracking_uri,
+                        teacher_table.teacher_rows(teachers or []), figures.fraction_curves(used),
+                        figures.loss_groups(used))
+    result.claims = claims(result.tables, ctx.fig2_data)
+    _draw_figures(ctx, history)  # first: the markdown links only what was really drawn
+    if ctx.csv:
+        _write_csvs(ctx)
     for group in search.search_groups(used, metric):
-        png = search.draw(group, out / f"search_{group.safe}.png") if want_png else None
-        table = search.write_csv(group, out / f"search_{group.safe}.csv") if "csv" in formats else None
+        png = search.draw(group, out / f"search_{group.safe}.png") if _want_png(ctx) else None
+        table = search.write_csv(group, out / f"search_{group.safe}.csv") if ctx.csv else None
         result.files += [p for p in (png, table) if p]
-        searched.append((group, png, table))
-
+        ctx.searched.append((group, png, table))
     if "md" in formats:
-        selected_by = Counter(r.params.get("metric", LEGACY_METRIC) for r in used)
-        after_tables = claims_section.markdown(result.claims, METRIC_WORDS[metric], selected_by, "csv" in formats)
-        text = _markdown(result, used, fig2_data, fig3_groups, fig_paths, experiments or [], tracking_uri, formats,
-                         after_tables + teacher_table.markdown(teacher_rows, "csv" in formats))
-        if searched:
-            head, warn, tail = text.partition("## Warnings")
-            text = head.rstrip() + "\n\n" + "\n".join(line for g in searched for line in search.section(*g)) + \
-                ("\n" + warn + tail if warn else "")
         path = out / "report.md"
-        path.write_text(text, encoding="utf-8")
+        path.write_text(markdown(ctx), encoding="utf-8")
         result.files.insert(0, path)
     return result
+
+
+def _want_png(ctx: ReportContext) -> bool:
+    return "png" in ctx.formats and figures.have_matplotlib()
+
+
+def _draw_figures(ctx: ReportContext, history: figures.HistoryFn | None) -> None:
+    result, out = ctx.result, ctx.result.folder
+    if "png" in ctx.formats and not figures.have_matplotlib():
+        result.warnings.append("matplotlib is not installed (pip install 'kdtune[report]'): PNG figures skipped")
+    if not _want_png(ctx):
+        return
+    metric_name = ctx.words.split(" ")[0]
+    paths = ctx.fig_paths
+    if ctx.fig2_data:
+        paths["figure2"] = figures.draw_figure2(ctx.fig2_data, out / "figure2.png", FIGURE_CONTEXT, metric_name)
+    if ctx.fig3_groups and history is not None:
+        run_ids = sorted({rid for by_init in ctx.fig3_groups.values() for ids in by_init.values() for rid in ids})
+        paths["figure3"] = figures.draw_figure3(
+            ctx.fig3_groups, history(run_ids, "train_loss"), out / "figure3.png", FIGURE_CONTEXT
+        )
+    for lang_table in result.languages:
+        if lang_table.values:
+            name = f"languages_{_safe(lang_table.dataset)}"
+            paths[name] = figures.draw_languages(lang_table, out / f"{name}.png", _filter_text(lang_table.filter),
+                                                 metric_name)
+    result.files += [p for p in paths.values() if p]
+
+
+def _write_csvs(ctx: ReportContext) -> None:
+    result, out = ctx.result, ctx.result.folder
+    for table in result.tables:
+        if table.n_runs:
+            result.files.append(render.write_table_csv(table, out / f"{table.name}.csv"))
+    if ctx.fig2_data:
+        result.files.append(_write_figure2_csv(ctx.fig2_data, out / "figure2.csv"))
+    for lang_table in result.languages:
+        if lang_table.values:
+            result.files.append(render.write_language_csv(lang_table, out / f"languages_{_safe(lang_table.dataset)}.csv"))
+    if ctx.used:
+        result.files.append(_write_runs_csv(ctx.used, out / "runs.csv"))
+    if ctx.teacher_rows:
+        result.files.append(teacher_table.write_csv(ctx.teacher_rows, out / "teachers.csv"))
+    if result.claims:
+        result.files.append(claims_section.write_csv(result.claims, out / "claims.csv"))
 
 
 RUN_PARAMS = ("dataset", "init", "layers", "hidden", "kd", "train_partition", "eval_partition", "teacher_partition",
@@ -180,13 +204,13 @@ def _write_runs_csv(used: list[TrialRecord], path: Path) -> Path:
     """One row per FINISHED trial: its setting and both F1s (test, teacher, majority baseline), so
     every per-seed claim can be checked from the file. Empty where a run predates a metric."""
     def value(rec: TrialRecord, stem: str, metric: str) -> str:
-        for name in (f"{stem}_{metric}", f"{stem}_{LEGACY_NAMES[metric]}"):
+        for name in (metric_name(stem, metric), metric_name(stem, LEGACY_NAMES[metric])):
             if name in rec.metrics:
                 return f"{rec.metrics[name]:.6f}"
         return ""
 
-    stems = ("test", "teacher_test", "majority_test", "best_val")
-    header = ["run_id", "run_name", *RUN_PARAMS, *(f"{s}_{m}" for s in stems for m in METRICS)]
+    stems = FINAL_STEMS
+    header = ["run_id", "run_name", *RUN_PARAMS, *(metric_name(s, m) for s in stems for m in METRICS)]
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -200,7 +224,7 @@ def records_from_runs_csv(path: Path) -> list[TrialRecord]:
     """FINISHED trial records back from a report's runs.csv: the params and final scores it holds,
     so a committed reproduction can be reported again without the MLflow store that produced it.
     What the file lacks stays out: loss curves (Figure 3), per-language scores, other params."""
-    scores = [f"{s}_{m}" for s in ("test", "teacher_test", "majority_test", "best_val") for m in METRICS]
+    scores = [metric_name(s, m) for s in FINAL_STEMS for m in METRICS]
     records = []
     with Path(path).open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -219,17 +243,15 @@ def _filter_text(filter_: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in filter_.items())
 
 
-def _markdown(
-    result: ReportResult,
-    used: list[TrialRecord],
-    fig2_data: list[figures.FractionCurves],
-    fig3_groups: dict,
-    fig_paths: dict[str, Path | None],
-    experiments: list[str],
-    tracking_uri: str,
-    formats: tuple[str, ...],
-    after_tables: list[str],
-) -> str:
+def markdown(ctx: ReportContext) -> str:
+    """report.md: its sections in order, each a list of lines from the context."""
+    sections = (_header, _tables, _claims, _teachers, _figure2, _figure3, _languages, _searches, _warnings)
+    lines = [line for section in sections for line in section(ctx)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _header(ctx: ReportContext) -> list[str]:
+    result, experiments = ctx.result, ctx.experiments
     counts = result.status_counts
     skipped = {s: n for s, n in sorted(counts.items()) if s != USED_STATUS}
     skipped_text = ", ".join(f"{n} {s}" for s, n in skipped.items()) if skipped else "none"
@@ -237,21 +259,23 @@ def _markdown(
     lines = [
         f"# kdtune report: {', '.join(experiments) or 'runs'}",
         "",
-        f"- Experiment(s): {', '.join(f'`{e}`' for e in experiments)}; tracking URI: `{tracking_uri}`",
+        f"- Experiment(s): {', '.join(f'`{e}`' for e in experiments)}; tracking URI: `{ctx.tracking_uri}`",
         f"- Generated {now} by `kdtune report`",
         f"- Trial runs: {sum(counts.values())}; FINISHED (used): {counts.get(USED_STATUS, 0)}; "
         f"skipped: {skipped_text}",
     ]
     accounted = set().union(*(t.run_ids for t in result.tables), *(lt.run_ids for lt in result.languages))
-    accounted |= {r.run_id for r in figures.figure_runs(used)}
-    unused = [r for r in used if r.run_id not in accounted]
+    accounted |= {r.run_id for r in figures.figure_runs(ctx.used)}
+    unused = [r for r in ctx.used if r.run_id not in accounted]
     if unused:
         names = ", ".join(f"`{r.run_name or r.run_id}`" for r in unused[:5]) + (", ..." if len(unused) > 5 else "")
         lines.append(f"- FINISHED runs that match no table or figure: {len(unused)} ({names})")
-    lines += ["", INTRO.format(metric=METRIC_WORDS[result.metric]), ""]
+    return lines + ["", INTRO.format(metric=ctx.words), ""]
 
-    omitted = []
-    for table in result.tables:
+
+def _tables(ctx: ReportContext) -> list[str]:
+    lines, omitted = [], []
+    for table in ctx.result.tables:
         if not table.n_runs:
             omitted.append(table)
             continue
@@ -260,42 +284,57 @@ def _markdown(
         lines += [f"- {note}" for note in table.notes]
         empty = render.datasets_without_runs(table)
         if empty and len(empty) < len({c.dataset for c in table.columns}):
-            where = f" (the paper's numbers for them are in [{table.name}.csv]({table.name}.csv))" if "csv" in formats else ""
+            where = f" (the paper's numbers for them are in [{table.name}.csv]({table.name}.csv))" if ctx.csv else ""
             lines.append(f"- No runs for {', '.join(empty)} in this table: columns left out{where}.")
-        if "csv" in formats:
+        if ctx.csv:
             lines.append(f"- Data: [{table.name}.csv]({table.name}.csv)")
         lines.append("")
     if omitted:
         lines += ["## Tables without runs", ""]
-        for table in omitted:
-            lines.append(f"- {table.title}: no FINISHED run matches ({table.selection}).")
+        lines += [f"- {table.title}: no FINISHED run matches ({table.selection})." for table in omitted]
         lines.append("")
+    return lines
 
-    words = METRIC_WORDS[result.metric]
-    lines += after_tables  # the Claims and Teachers sections
-    lines += [f"## Figure 2: test {words} against the amount of training data", ""]
-    if fig_paths.get("figure2"):
-        lines += [f"![Figure 2: test {words} against training data fraction]({fig_paths['figure2'].name})", ""]
-        data = " Data: [figure2.csv](figure2.csv)." if "csv" in formats else ""
+
+def _claims(ctx: ReportContext) -> list[str]:
+    selected_by = Counter(r.params.get("metric", LEGACY_METRIC) for r in ctx.used)
+    return claims_section.markdown(ctx.result.claims, ctx.words, selected_by, ctx.csv)
+
+
+def _teachers(ctx: ReportContext) -> list[str]:
+    return teacher_table.markdown(ctx.teacher_rows, ctx.csv)
+
+
+def _figure2(ctx: ReportContext) -> list[str]:
+    words, path = ctx.words, ctx.fig_paths.get("figure2")
+    lines = [f"## Figure 2: test {words} against the amount of training data", ""]
+    if path:
+        lines += [f"![Figure 2: test {words} against training data fraction]({path.name})", ""]
+        data = " Data: [figure2.csv](figure2.csv)." if ctx.csv else ""
         lines.append(f"Run group: {FIGURE_CONTEXT}; error bars: ±1 sample std over seeds.{data}")
-    elif not fig2_data:
+    elif not ctx.fig2_data:
         lines.append(f"Not drawn: it needs runs at two or more data fractions ({FIGURE_CONTEXT}).")
     else:
         lines.append("Not drawn: PNG output is off or matplotlib is missing.")
-    lines.append("")
+    return lines + [""]
 
-    lines += ["## Figure 3: training loss per step", ""]
-    if fig_paths.get("figure3"):
-        lines += [f"![Figure 3: training loss per step, one panel per data fraction]({fig_paths['figure3'].name})", ""]
+
+def _figure3(ctx: ReportContext) -> list[str]:
+    lines = ["## Figure 3: training loss per step", ""]
+    if ctx.fig_paths.get("figure3"):
+        lines += [f"![Figure 3: training loss per step, one panel per data fraction]({ctx.fig_paths['figure3'].name})", ""]
         lines.append(f"Run group: {FIGURE_CONTEXT}; line: mean over seeds; band: min to max over seeds.")
-    elif not fig3_groups:
+    elif not ctx.fig3_groups:
         lines.append(f"Not drawn: no run matches ({FIGURE_CONTEXT}).")
-    elif "figure3" in fig_paths:
+    elif "figure3" in ctx.fig_paths:
         lines.append("Not drawn: the runs logged no `train_loss` history.")
     else:
         lines.append("Not drawn: PNG output is off or matplotlib is missing.")
-    lines.append("")
+    return lines + [""]
 
+
+def _languages(ctx: ReportContext) -> list[str]:
+    result, words, lines = ctx.result, ctx.words, []
     for lang_table in result.languages:
         if not lang_table.values:
             continue
@@ -308,14 +347,20 @@ def _markdown(
                 f"▲ marks the {len(lang_table.marked)} language(s) that gain most: {', '.join(lang_table.marked)}."
             )
         lines.append("")
-        if fig_paths.get(name):
+        if ctx.fig_paths.get(name):
             lines += [f"![Per-language F1 on {lang_table.dataset}]({name}.png)", ""]
         lines += ["<details><summary>Per-language table</summary>", "", render.language_markdown(lang_table), "",
                   "</details>", ""]
     if not any(lt.values for lt in result.languages):
         lines += [f"## Per-language test {words}", "", f"No run of the chosen group logged `{heldout_metric(result.metric)}/<language>` metrics "
                   f"({_filter_text(result.languages_filter)}).", ""]
+    return lines
 
-    if result.warnings:
-        lines += ["## Warnings", ""] + [f"- {w}" for w in result.warnings] + [""]
-    return "\n".join(lines).rstrip() + "\n"
+
+def _searches(ctx: ReportContext) -> list[str]:
+    return [line for searched in ctx.searched for line in search.section(*searched)]
+
+
+def _warnings(ctx: ReportContext) -> list[str]:
+    warnings = ctx.result.warnings
+    return ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""] if warnings else []

@@ -99,6 +99,7 @@ def _interval(diff: float, parts: list[tuple[float, int]]) -> tuple[float, float
     return se, diff - half, diff + half
 
 
+# contrast and versus_chance take a claim's row of claims.csv: finding, where, dataset, then its cells
 def contrast(finding: str, where: str, dataset: str, a: Cell, b: Cell, labels: tuple[str, str],
              sign: float | None = None) -> Claim | None:
     """A two-cell contrast in the paper's direction (its A - B, or `sign` where it prints none).

@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 
 from kdtune.config import INITS as INIT_ORDER  # the paper's order: teacher, base, scratch
 from kdtune.config.params import default_params
-from kdtune.metrics import heldout_metric
+from kdtune.metrics import HELDOUT, MAJORITY_HELDOUT, TEACHER_HELDOUT, heldout_metric, metric_name
 from kdtune.report.paper import PAPER_DATASETS
 from kdtune.tracking.query import TrialRecord
 
@@ -43,7 +43,8 @@ PER_RUN_PARAMS = {"seed"}
 
 
 # Neutral keys of the compared metric (see `project`).
-SCORE, TEACHER_SCORE, MAJORITY_SCORE, LANG_SCORE = "score:test", "score:teacher_test", "score:majority_test", "score:test/"
+SCORE, TEACHER_SCORE, MAJORITY_SCORE = (f"score:{stem}" for stem in (HELDOUT, TEACHER_HELDOUT, MAJORITY_HELDOUT))
+LANG_SCORE = f"score:{HELDOUT}/"
 # What stores written before both F1s were logged call each metric (macro-F1 was "f1", micro-F1
 # was logged as accuracy; per-language scores were macro only).
 LEGACY_NAMES = {"macro_f1": "f1", "micro_f1": "accuracy"}
@@ -57,8 +58,8 @@ def project(records: Iterable[TrialRecord], metric: str) -> list[TrialRecord]:
     for rec in records:
         m = rec.metrics
         extra = {}
-        for neutral, stem in ((SCORE, "test"), (TEACHER_SCORE, "teacher_test"), (MAJORITY_SCORE, "majority_test")):
-            for name in (f"{stem}_{metric}", f"{stem}_{legacy}"):
+        for neutral, stem in ((SCORE, HELDOUT), (TEACHER_SCORE, TEACHER_HELDOUT), (MAJORITY_SCORE, MAJORITY_HELDOUT)):
+            for name in (metric_name(stem, metric), metric_name(stem, legacy)):
                 if name in m:
                     extra[neutral] = m[name]
                     break

@@ -17,16 +17,6 @@ from kdtune.report.records import Cell, init_label
 from kdtune.report.tables import Table
 
 
-def format_score(cell: Cell) -> str:
-    if not cell.applicable:
-        return "–"
-    if cell.mean is None:
-        return "missing"
-    if cell.std is None:
-        return f"{cell.mean:.2f} (n={cell.n})"
-    return f"{cell.mean:.2f} ± {cell.std:.2f} (n={cell.n})"
-
-
 def format_diff(diff: float | None) -> str:
     return "" if diff is None else f"{diff:+.2f}"
 

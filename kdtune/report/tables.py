@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from kdtune.report import paper as paper_numbers
+import kdtune.report.paper as paper_numbers
 from kdtune.report.paper import PAPER_DATASETS
 from kdtune.report.records import (
     MAJORITY_SCORE,
@@ -103,9 +103,6 @@ def table2(trials: list[TrialRecord]) -> Table:
         )
     )
 
-    def sort_key(init: str, layers: int | None, hidden: float) -> tuple:
-        return (-hidden, init_sort_key(init), -(layers or 0))
-
     groups = group_by(sel, lambda r: (param(r, "init") or "?", param(r, "layers") or "", param(r, "hidden") or ""))
     covered: set[tuple[str, str]] = set()
     student_rows: list[tuple[tuple, Row]] = []
@@ -121,29 +118,9 @@ def table2(trials: list[TrialRecord]) -> Table:
                 covered.add((init, width))
         row = Row(labels=(init_label(init), layers_label(layers), hidden_label(hidden)),
                   keys=(init, layers_raw, hidden_raw), cells=row_cells)
-        student_rows.append((sort_key(init, layers, hidden), row))
+        student_rows.append((_sort_key(init, layers, hidden), row))
 
-    # Paper rows nobody ran: shown as missing, in the shape a run of this sweep would have.
-    common = Counter((layers_of(r), param(r, "layers") or "") for r in sel).most_common(1)
-    for (init, p_layers, p_hidden), values in paper_numbers.paper_rows("table2"):
-        width = PAPER_WIDTH[p_hidden]
-        if (init, width) in covered:
-            continue
-        labels, keys = (init_label(init), str(p_layers), str(p_hidden)), (init, str(p_layers), str(p_hidden))
-        hidden_sort: float = p_hidden
-        if widest_all is not None and common:
-            (layers, layers_raw), _ = common[0]
-            p_layers = layers or 0
-            if widest_all == TEACHER_WIDTH:  # half of an unknown teacher width: no number to show
-                hidden_sort = TEACHER_WIDTH if width == "full" else 1e12
-                hidden_text, hidden_key = ("= teacher", "None") if width == "full" else ("½ teacher", "")
-            else:
-                hidden_sort = widest_all if width == "full" else widest_all // 2
-                hidden_text = hidden_key = str(int(hidden_sort))
-            labels, keys = (init_label(init), layers_label(layers), hidden_text), (init, layers_raw, hidden_key)
-        row_cells = {col.key: Cell(paper=values.get(col.key)) for col in columns}
-        student_rows.append((sort_key(init, p_layers, hidden_sort), Row(labels=labels, keys=keys, cells=row_cells)))
-
+    student_rows += _paper_rows_nobody_ran(sel, columns, covered, widest_all)
     table.rows.extend(row for _, row in sorted(student_rows, key=lambda item: item[0]))
     if set(widest) & set(PAPER_DATASETS):
         table.notes.append(
@@ -157,7 +134,38 @@ def table2(trials: list[TrialRecord]) -> Table:
     return table
 
 
-def _init_train_table(
+def _sort_key(init: str, layers: int | None, hidden: float, share: float = 1.0) -> tuple:
+    """Widest first; `share` of `hidden` (½ of an unknown teacher width sorts after the whole)."""
+    return (-hidden, -share, init_sort_key(init), -(layers or 0))
+
+
+def _paper_rows_nobody_ran(sel: list[TrialRecord], columns, covered: set[tuple[str, str]],
+                           widest_all: float | None) -> list[tuple[tuple, Row]]:
+    """Table 2's paper rows nobody ran: shown as missing, in the shape a run of this sweep would have."""
+    student_rows: list[tuple[tuple, Row]] = []
+    common = Counter((layers_of(r), param(r, "layers") or "") for r in sel).most_common(1)
+    for (init, p_layers, p_hidden), values in paper_numbers.paper_rows("table2"):
+        width = PAPER_WIDTH[p_hidden]
+        if (init, width) in covered:
+            continue
+        labels, keys = (init_label(init), str(p_layers), str(p_hidden)), (init, str(p_layers), str(p_hidden))
+        hidden_sort, share = float(p_hidden), 1.0
+        if widest_all is not None and common:
+            (layers, layers_raw), _ = common[0]
+            p_layers = layers or 0
+            if widest_all == TEACHER_WIDTH:  # half of an unknown teacher width: no number to show
+                hidden_sort, share = TEACHER_WIDTH, 1.0 if width == "full" else 0.5
+                hidden_text, hidden_key = ("= teacher", "None") if width == "full" else ("½ teacher", "")
+            else:
+                hidden_sort = widest_all if width == "full" else widest_all // 2
+                hidden_text = hidden_key = str(int(hidden_sort))
+            labels, keys = (init_label(init), layers_label(layers), hidden_text), (init, layers_raw, hidden_key)
+        row_cells = {col.key: Cell(paper=values.get(col.key)) for col in columns}
+        student_rows.append((_sort_key(init, p_layers, hidden_sort, share), Row(labels=labels, keys=keys, cells=row_cells)))
+    return student_rows
+
+
+def _init_train_table(  # Tables 3 and 4 differ in exactly these: each is a keyword at the call
     name: str,
     title: str,
     selection: str,

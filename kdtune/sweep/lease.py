@@ -50,6 +50,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# keyword-only facts about this host and the time, so tests can pose any of them
 def live_holder(status: str, tags: dict[str, str], *, now: float, host: str, pid: int,
                 alive=pid_alive, every_s: float = HEARTBEAT_S) -> Lease | None:
     """The driver holding a live lease on a parent run (its status and tags), else None."""

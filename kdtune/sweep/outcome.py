@@ -8,6 +8,7 @@ from typing import Callable
 
 from kdtune.config import SweepSpec
 from kdtune.metrics import best_metric, heldout_metric
+from kdtune.sweep.lifecycle import settle
 from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, INTERRUPTED, STOPPED, STOPPED_BY_RAY, SUPERSEDED
 
 
@@ -28,7 +29,7 @@ class SweepOutcome:
         return self.failed == 0 and self.interrupted == 0
 
 
-def settle_runs(
+def settle_runs(  # the driver's knowledge at the end of a run; the last three are keywords with defaults
     tracker, parent: str, wanted: set[str], outcome: SweepOutcome, early_stop: bool, since_ms: int = 0,
     unsuggested: int = 0, grace_s: float = 10.0,
 ) -> None:
@@ -41,7 +42,9 @@ def settle_runs(
     (without a scheduler, the only other thing that stops trials) one Ray stopped.
     With a scheduler, an interrupted running trial cannot be told from an early-stopped one.
     Ray Tune can return while a stopped trial's thread is still writing its run's end: with a
-    scheduler, wait up to `grace_s` for RUNNING runs to end, so the verdict is written last.
+    scheduler, wait up to `grace_s` for RUNNING runs to end, so the verdict is written last. This
+    is a poll on purpose: the trial threads live in Ray's worker processes, possibly on other nodes,
+    and the MLflow store is the only thing the driver and they share (no event can cross).
     """
     def fetch() -> list:
         return [r for r in tracker.trial_runs(parent) if r.data.tags.get(CONFIG_HASH) in wanted]
@@ -62,9 +65,7 @@ def settle_runs(
             tags = {INTERRUPTED: "the next run of the sweep resumes it from its checkpoint"}
         else:
             tags = {STOPPED: EARLY_STOPPED if early_stop else STOPPED_BY_RAY}
-        tracker.set_tags(run.info.run_id, tags)
-        if run.info.status == "RUNNING":
-            tracker.end_run(run.info.run_id, "KILLED")
+        settle(tracker, run, tags)
     if interrupted:
         outcome.interrupted = len(stopped) + never_started
     else:

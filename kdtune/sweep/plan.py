@@ -50,9 +50,6 @@ class Plan:
     skipped: list[str] = field(default_factory=list)  # config hashes left as they are
     failed: int = 0  # skipped because their run FAILED
 
-    def count(self, action: str) -> int:
-        return sum(a == action for a in self.actions.values())
-
 
 def plan_sweep(trials: list[TrialConfig], runs: list[PastRun], *, force: bool = False,
                rerun_failed: bool = False) -> Plan:

@@ -1,7 +1,7 @@
 """Every check a sweep can make before any work starts: nothing is written, nothing trained.
 
 Bad input raises `UsageError` naming the sweep file and key (or the flag): the storage folder,
-the Ray address, one trial's resources against a single node (kdtune/resources_check.py),
+the Ray address, one trial's resources against a single node (kdtune/sweep/resources_check.py),
 `data_dir`, languages and partitions, the student's shape against the base model, the tracking
 store (a network round trip for a server) and, last, hub base models, fetched into the Hugging
 Face cache now (kdtune/models/resolve.py) so an unreachable hub is one line, not a task traceback.
@@ -47,7 +47,7 @@ def preflight(spec: SweepSpec, tracking_uri: str, store: Path, address: str | No
 
 def check_cluster_fits(spec: SweepSpec, address: str | None, store: Path) -> None:
     """One trial's resources must fit on a single node: the Ray cluster's, else this machine's counts."""
-    from kdtune.resources_check import fit_error, local_node, request_of
+    from kdtune.sweep.resources_check import fit_error, local_node, request_of
 
     if address or os.environ.get("RAY_ADDRESS") or ("ray" in sys.modules and sys.modules["ray"].is_initialized()):
         import ray

@@ -7,7 +7,8 @@
 3. Match the grid (or a random search's seeded draws) to the existing child runs by config hash
    and decide per trial: skip, resume, rerun (`plan`); for an Optuna search, sort each grid
    point's runs into what its searcher is told, what it resumes and how many it still suggests
-   (`plan.plan_search`, `search`).
+   (`plan.plan_search`, `search`). `_run` drives either through one plan interface (`GridPlan`,
+   `OptunaPlan`).
 4. Fine-tune the teachers the remaining trials need, once each, in parallel as Ray tasks (`teachers`).
 5. Run the remaining trials with Ray Tune (`tuner`), then read how they ended back from MLflow,
    write the best trial and a summary onto the parent run (`best`) and print a table (`outcome`).
@@ -18,11 +19,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from kdtune.config import SweepSpec, study_key
 from kdtune.metrics import best_metric, reported_metric, val_metric
+from kdtune.sweep.lifecycle import kill
 from kdtune.sweep.outcome import SweepOutcome, print_summary, settle_runs
 from kdtune.sweep.plan import PastRun, plan_search, plan_sweep
 from kdtune.sweep.preflight import preflight
@@ -62,7 +66,7 @@ def describe(spec: SweepSpec, out: TextIO | None = None) -> None:
               f"{t.teacher_epochs:g} epochs, seeds {list(t.teacher_seeds)}", file=out)
 
 
-def run_sweep(
+def run_sweep(  # the options of `kdtune sweep`, keyword-only
     spec: SweepSpec,
     *,
     tracking_uri: str | None = None,
@@ -89,16 +93,94 @@ def run_sweep(
         refuse_if_held(earlier, spec.name)
     parent, created = tracker.sweep_run(spec.name)
     with DriverLease(tracker, parent):
-        return _run(spec, tracker, parent, created, store, address, rerun_failed, force, out)
+        say = lambda msg: print(msg, file=out or sys.stdout, flush=True)  # noqa: E731
+        return _run(SweepRun(spec, tracker, parent, created, store, address, rerun_failed, force, say))
 
 
-def _run(spec, tracker, parent, created, store, address, rerun_failed, force, out) -> SweepOutcome:
+@dataclass
+class SweepRun:
+    """What the steps of one run of a sweep share (`run_sweep`'s arguments, resolved)."""
+
+    spec: SweepSpec
+    tracker: Any  # kdtune.tracking.runs.Tracker
+    parent: str  # the sweep's MLflow parent run
+    created: bool  # the parent run is new
+    store: Path
+    address: str | None
+    rerun_failed: bool
+    force: bool
+    say: Callable[[str], None]
+
+
+class GridPlan:
+    """The plan of a grid (or a random search's draws): every trial is known before running.
+
+    The plan interface `_run` drives, shared with `OptunaPlan`: `outcome` (with what is skipped),
+    `left` (trials still to run), `stand_ins` (the trials presets are prepared for), `teachers`
+    (the trials whose teachers are fine-tuned before the trials), `searcher()`, `trials` and
+    `samples` (what the tuner runs: listed trials, or trials a searcher suggests) and `wanted()`."""
+
+    def __init__(self, run: SweepRun, past: list[PastRun]):
+        spec = run.spec
+        plan = plan_sweep(spec.trials, past, force=run.force, rerun_failed=run.rerun_failed)
+        kill(run.tracker, plan.kill)
+        self.outcome = SweepOutcome(run.parent, run.tracker.experiment_id, run.tracker.uri, skipped=plan.skipped,
+                                    failed=plan.failed)
+        self.trials = self.stand_ins = self.teachers = plan.todo
+        self.left, self.samples = len(plan.todo), 0
+        run.say(f"  {len(spec.trials)} trials: {len(self.outcome.skipped)} already ended (skipped), "
+                f"{len(plan.todo)} to run")
+
+    def searcher(self):
+        return None
+
+    def wanted(self) -> tuple[set[str], int]:
+        """The config hashes this run set out to run, and how many trials were never suggested."""
+        return {t.config_hash for t in self.trials}, 0
+
+
+class OptunaPlan:
+    """The plan of an Optuna search (`plan.plan_search`): per grid point, what its searcher is
+    told and resumes, and how many trials it still suggests; orphans ended KILLED, --force
+    supersedes. The grid points stand in for trials not suggested yet (presets, teachers)."""
+
+    def __init__(self, run: SweepRun, past: list[PastRun]):
+        spec = self.spec = run.spec
+        work = self.work = plan_search(_study_keys(spec), past, spec.search.num_samples, force=run.force,
+                                       rerun_failed=run.rerun_failed)
+        kill(run.tracker, work.kill)
+        ended = [h for study in work.studies.values() for h in study.known]
+        self.outcome = SweepOutcome(run.parent, run.tracker.experiment_id, run.tracker.uri, skipped=ended,
+                                    failed=work.failed)
+        self.stand_ins, self.teachers, self.trials = spec.points, list(spec.teacher_trials.values()), []
+        self.left = self.samples = work.left
+        self.say, self._searcher = run.say, None
+        told = sum(len(s.told) + len(s.failed) for s in work.studies.values())
+        resume = sum(len(s.resume) for s in work.studies.values())
+        run.say(f"  optuna: {spec.planned} trials ({spec.search.num_samples} x {len(spec.points)} grid point(s)): "
+                f"{sum(s.ended for s in work.studies.values())} already ended, told to TPE ({told}); "
+                f"{resume} to resume; {work.left - resume} new to suggest")
+
+    def searcher(self):
+        from kdtune.sweep.search import PerPoint, Study
+
+        spec, metric = self.spec, reported_metric(self.spec.metric)
+        studies = [Study(spec.search, point, self.work.studies[key], metric)
+                   for key, point in zip(_study_keys(spec), spec.points)]
+        self._searcher = PerPoint(studies, metric, self.say)
+        return self._searcher
+
+    def wanted(self) -> tuple[set[str], int]:
+        return set(self._searcher.suggested), self._searcher.total_left
+
+
+def _run(run: SweepRun) -> SweepOutcome:
     from kdtune.sweep.best import update_parent
     from kdtune.sweep.teachers import prepare_presets, train_teachers
     from kdtune.sweep.tuner import init_ray, run_tuner
 
-    say = lambda msg: print(msg, file=out or sys.stdout, flush=True)  # noqa: E731
-    say(f"sweep {spec.name}: {'new' if created else 'resuming'} parent run {parent} "
+    spec, tracker, parent, say = run.spec, run.tracker, run.parent, run.say
+    say(f"sweep {spec.name}: {'new' if run.created else 'resuming'} parent run {parent} "
         f"in experiment {spec.experiment!r} at {tracker.uri}")
     tracker.log_text(parent, spec.source, "sweep.yaml")
     tracker.log_dict(parent, [{"config_hash": t.config_hash, "run_name": t.run_name, **t.to_dict()}
@@ -107,45 +189,25 @@ def _run(spec, tracker, parent, created, store, address, rerun_failed, force, ou
     if spec.search is not None:
         tracker.set_tags(parent, {SPACE: json.dumps(spec.search.space_yaml())})
     past = [past_run(r, spec.metric) for r in tracker.trial_runs(parent)]
-    if spec.optuna:
-        todo, work = _plan_search(spec, past, tracker, rerun_failed, force, say)
-        ended = [h for study in work.studies.values() for h in study.known]
-        outcome = SweepOutcome(parent, tracker.experiment_id, tracker.uri, skipped=ended, failed=work.failed)
-        remaining = work.left
-    else:
-        plan = plan_sweep(spec.trials, past, force=force, rerun_failed=rerun_failed)
-        for run_id, tags in plan.kill.items():
-            tracker.set_tags(run_id, tags)
-            tracker.end_run(run_id, "KILLED")
-        outcome = SweepOutcome(parent, tracker.experiment_id, tracker.uri, skipped=plan.skipped, failed=plan.failed)
-        todo = remaining = plan.todo
-        say(f"  {len(spec.trials)} trials: {len(outcome.skipped)} already ended (skipped), {len(todo)} to run")
-    if not remaining:
+    plan = (OptunaPlan if spec.optuna else GridPlan)(run, past)
+    outcome = plan.outcome
+    if not plan.left:
         update_parent(tracker, parent, spec)
         tracker.end_run(parent, "FINISHED" if outcome.ok else "FAILED")
         return outcome
 
-    prepare_presets(todo, say)
-    init_ray(address, store)
-    searcher = None
+    prepare_presets(plan.stand_ins, say)
+    init_ray(run.address, run.store)
     try:
-        train_teachers(todo if not spec.optuna else list(spec.teacher_trials.values()), store, tracker, spec, say)
-        if spec.optuna:
-            from kdtune.sweep.search import PerPoint, Study
-
-            studies = [Study(spec.search, point, work.studies[key], reported_metric(spec.metric))
-                       for key, point in zip(_study_keys(spec), spec.points)]
-            searcher = PerPoint(studies, reported_metric(spec.metric), say)
+        train_teachers(plan.teachers, run.store, tracker, spec, say)
+        searcher = plan.searcher()
         started_ms = int(time.time() * 1000)
-        run_tuner(spec, [] if spec.optuna else todo, tracker, parent, store, say,
-                  searcher=searcher, samples=remaining if spec.optuna else 0)  # how trials ended: read from MLflow
+        run_tuner(spec, plan.trials, tracker, parent, run.store, say,
+                  searcher=searcher, samples=plan.samples)  # how trials ended: read from MLflow
     except KeyboardInterrupt:
         tracker.end_run(parent, "KILLED")
         raise
-    if searcher is not None:
-        wanted, unsuggested = set(searcher.suggested), searcher.total_left
-    else:
-        wanted, unsuggested = {t.config_hash for t in todo}, 0
+    wanted, unsuggested = plan.wanted()
     outcome.ran = sorted(wanted)
     settle_runs(tracker, parent, wanted, outcome, early_stop=spec.scheduler is not None, since_ms=started_ms,
                 unsuggested=unsuggested)
@@ -157,21 +219,6 @@ def _run(spec, tracker, parent, created, store, address, rerun_failed, force, ou
 
 def _study_keys(spec: SweepSpec) -> list[str]:
     return [study_key(p, spec.search.keys) for p in spec.points]
-
-
-def _plan_search(spec, past, tracker, rerun_failed, force, say):
-    """An Optuna search's plan (`plan.plan_search`); orphans ended KILLED, --force supersedes."""
-    work = plan_search(_study_keys(spec), past, spec.search.num_samples, force=force, rerun_failed=rerun_failed)
-    for run_id, tags in work.kill.items():
-        tracker.set_tags(run_id, tags)
-        tracker.end_run(run_id, "KILLED")
-    ended = sum(s.ended for s in work.studies.values())
-    told = sum(len(s.told) + len(s.failed) for s in work.studies.values())
-    resume = sum(len(s.resume) for s in work.studies.values())
-    say(f"  optuna: {spec.planned} trials ({spec.search.num_samples} x {len(spec.points)} grid point(s)): "
-        f"{ended} already ended, told to TPE ({told}); {resume} to resume; {work.left - resume} new to suggest")
-    # presets and teachers: the grid points stand in for trials not suggested yet
-    return spec.points, work
 
 
 def past_run(run, metric: str) -> PastRun:

@@ -34,6 +34,7 @@ def prepare_presets(trials: list[TrialConfig], say: Callable) -> None:
             say(f"  preset {base[len(PREFIX):]}: {info['note']}")
 
 
+# the sweep run's pieces it needs (the store, the tracker, the spec, say), as _run holds them
 def train_teachers(
     trials: list[TrialConfig], store: Path, tracker, spec: SweepSpec, say: Callable,
     progress_every_s: float = 60.0, post_every_s: float = 5.0,
@@ -46,7 +47,7 @@ def train_teachers(
     """
     import ray
 
-    from kdtune.teachers import is_complete, teacher_path
+    from kdtune.training.teacher_store import is_complete, teacher_path
 
     needed: dict[str, TrialConfig] = {}
     for t in trials:
@@ -106,13 +107,14 @@ class ProgressBoard:
         return dict(self._lines)
 
 
+# a Ray task: its arguments are shipped to a worker one by one (the trial as a plain dict)
 def _teacher_task(trial_dict: dict, store: str, cpus: float, tracker, sweep: str, board=None,
                   post_every_s: float = 5.0):
     import ray
     import torch
 
     from kdtune.config import make_trial
-    from kdtune.teachers import ensure_teacher
+    from kdtune.training.teacher_store import ensure_teacher
     from kdtune.tracking.teachers import log_teacher
 
     torch.set_num_threads(max(1, int(cpus)))  # Ray sets OMP_NUM_THREADS=1 in workers

@@ -23,7 +23,8 @@ from ray.tune import Callback
 from kdtune.config import Scheduler, SweepSpec, TrialConfig, make_trial, search_name
 from kdtune.errors import UsageError
 from kdtune.metrics import reported_metric
-from kdtune.trainable import DIVERGED, EVALS, run_trial
+from kdtune.sweep.lifecycle import DIVERGED, EVALS
+from kdtune.sweep.trainable import run_trial
 
 
 # what Ray Tune's `fit` installs handlers for (ray/tune/tune.py, _setup_signal_catching)
@@ -73,6 +74,7 @@ def make_scheduler(s: Scheduler | None):
     return kinds[s.type](time_attr=EVALS, **s.options(), **extra)
 
 
+# what _run holds for the tuner (the spec, the trials or a searcher and its sample count, the store)
 def run_tuner(spec: SweepSpec, todo: list[TrialConfig], tracker, parent: str, store: Path, say: Callable,
               searcher=None, samples: int = 0):
     """Run `todo` as a grid, or, with `searcher` (a Ray Searcher), `samples` trials it suggests."""
@@ -148,10 +150,10 @@ class BestOnParent(Callback):
 
 
 def wait_watch(spec: SweepSpec, say: Callable):
-    """Tells why queued teachers/trials do not start (see kdtune/resources_check.py)."""
+    """Tells why queued teachers/trials do not start (see kdtune/sweep/resources_check.py)."""
     import ray
 
-    from kdtune.resources_check import WaitWatch, request_of
+    from kdtune.sweep.resources_check import WaitWatch, request_of
 
     return WaitWatch(request_of(spec.resources), say, lambda: (ray.nodes(), ray.available_resources()))
 

@@ -18,4 +18,5 @@ Run schema (what `runs` writes and `query`/`report` read):
   `teacher_test_<metric>` (the teacher on the same test selection), `majority_test_<metric>`
   (every test row predicted as the most frequent class), `best_step`. Stores written before
   both F1s were logged have `val_f1`, `test_f1`, `test_accuracy`, ...: the report reads both.
+  The names come from `kdtune.metrics` (`metric_name`, the stems, `best_metric`, `heldout_metric`).
 """

@@ -28,7 +28,7 @@ STOPPED = "kdtune.stopped"  # why Ray stopped it (early stop)
 INTERRUPTED = "kdtune.interrupted"  # set on trials a Ctrl-C stopped
 ORPHANED = "kdtune.orphaned"  # left RUNNING by a driver that died; the next driver ended it KILLED
 SUPERSEDED = "kdtune.superseded"  # a FINISHED run that --force replaced
-TEACHER_CACHE = "kdtune.teacher_cache"  # KD trials: built, reused, off or "skipped: why" (kdtune.teacher_cache)
+TEACHER_CACHE = "kdtune.teacher_cache"  # KD trials: built, reused, off or "skipped: why" (kdtune.training.teacher_cache)
 
 # Searches (space:/search:): on trial runs
 SAMPLED = "kdtune.sampled"  # JSON {field: value} of the trial's sampled fields

@@ -1,6 +1,6 @@
 """Where and how training runs: the device, the numeric precision, and torch's random state.
 
-Shared by the training loop (`kdtune.train`), teachers, the teacher cache and the benchmark.
+Shared by the training loop (`kdtune.training.loop`), teachers, the teacher cache and the benchmark.
 """
 
 from __future__ import annotations

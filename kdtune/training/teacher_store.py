@@ -11,9 +11,9 @@ teacher once; the folder appears by an atomic rename only when complete, so a cr
 leaves no half-written teacher (a leftover temporary folder is removed on the next try).
 
 Resuming: at every evaluation a teacher checkpoints each seed's training state to
-`<store>/teachers/.<key>.resume/seed-<seed>/` (kdtune.checkpoint), so a teacher interrupted by a
+`<store>/teachers/.<key>.resume/seed-<seed>/` (kdtune.training.checkpoint), so a teacher interrupted by a
 crash, a kill or the end of a working session continues from its last evaluation on the next
-try, bit for bit (kdtune.train), instead of starting over: a teacher can take hours. The folder is
+try, bit for bit (kdtune.training.loop), instead of starting over: a teacher can take hours. The folder is
 removed once the teacher is complete; until then a finished seed keeps only its best weights.
 """
 
@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from filelock import FileLock
+from kdtune.atomic import build_once
 
-from kdtune.checkpoint import FINISHED, has_checkpoint, load_checkpoint, save_checkpoint, slim_checkpoint
+from kdtune.training.checkpoint import FINISHED, has_checkpoint, load_checkpoint, save_checkpoint, slim_checkpoint
 from kdtune.config import TeacherSpec, TrialConfig
-from kdtune.inputs import load_splits, teacher_inputs
 from kdtune.models import vocab
-from kdtune.runtime import pick_device, seed_everything
-from kdtune.train import Callbacks, TrainSettings, evaluate, total_steps, train
+from kdtune.training.inputs import load_splits, teacher_inputs
+from kdtune.training.runtime import pick_device, seed_everything
+from kdtune.training.loop import Callbacks, TrainSettings, evaluate, total_steps, train
 
 DONE = "teacher.json"
 
@@ -67,28 +67,21 @@ def ensure_teacher(
     saves the fine-tuning; `on_trained(info, folder)` is called after a fine-tuning, under the lock.
     """
     path = teacher_path(store, trial.teacher_key)
-    if is_complete(path):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if is_complete(path):  # another process finished it while we waited
-            return path
-        if path.exists():  # a folder without its marker: never valid, rebuild
-            shutil.rmtree(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by killed tries (other pids)
-            shutil.rmtree(stale, ignore_errors=True)
+    trained = []  # the fine-tuning's info, when this call fine-tuned
+
+    def fetch_or_fine_tune(tmp: Path) -> None:
         if fetch is not None and fetch(tmp) and is_complete(tmp):
-            os.replace(tmp, path)
-            shutil.rmtree(resume_path(path), ignore_errors=True)
-            return path
+            return
         shutil.rmtree(tmp, ignore_errors=True)
-        info = fine_tune(trial.teacher_spec(), tmp, log=log, device=device, progress=progress,
-                         resume_dir=resume_path(path))
-        os.replace(tmp, path)
-        shutil.rmtree(resume_path(path), ignore_errors=True)
-        if on_trained:
-            on_trained(info, path)
+        trained.append(fine_tune(trial.teacher_spec(), tmp, log=log, device=device, progress=progress,
+                                 resume_dir=resume_path(path)))
+
+    def finish(folder: Path) -> None:
+        shutil.rmtree(resume_path(folder), ignore_errors=True)
+        if trained and on_trained:
+            on_trained(trained[0], folder)
+
+    build_once(path, fetch_or_fine_tune, done=is_complete, then=finish)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Resumable training state on disk, for students (kdtune.trial) and teachers (kdtune.teachers).
+"""Resumable training state on disk, for students (kdtune.training.trial) and teachers (kdtune.training.teacher_store).
 
 A checkpoint folder holds the live weights (`model.safetensors`, extra modules under a prefix),
 the best weights so far (`best.safetensors`), the optimizer, scheduler and random states
@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kdtune.models.vocab import fit_checkpoint
-from kdtune.train import TrainState
+from kdtune.training.loop import TrainState
 
 FINISHED = "finished"  # meta key of a slimmed checkpoint (slim_checkpoint)
 

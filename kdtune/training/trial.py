@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from kdtune import checkpoint
+import kdtune.training.checkpoint as checkpoint
 from kdtune.config import TrialConfig
-from kdtune.inputs import Inputs, build_inputs, load_splits
-from kdtune.teachers import cached_test_scores, load_info, load_teacher
+from kdtune.training.inputs import Inputs, build_inputs, load_splits
+from kdtune.training.teacher_store import cached_test_scores, load_info, load_teacher
 from kdtune.metrics import METRICS
 from kdtune.models import vocab
-from kdtune.runtime import seed_everything
-from kdtune.train import Callbacks, Distiller, TrainSettings, TrainState, train
+from kdtune.training.runtime import seed_everything
+from kdtune.training.loop import Callbacks, Distiller, TrainSettings, TrainState, train
 
 
 @dataclass
@@ -45,13 +45,13 @@ class Outcome:
     test: dict[str, Any]
     teacher_test: dict[str, Any]
     majority_test: dict[str, float]  # every row predicted as the test set's most frequent class
-    teacher_cache: str = "off"  # kdtune.teacher_cache.attach: built, reused, off or skipped: why
+    teacher_cache: str = "off"  # kdtune.training.teacher_cache.attach: built, reused, off or skipped: why
 
 
 def build(trial: TrialConfig, teacher_dir: Path, splits=None) -> Built:
     from transformers import AutoModel, AutoTokenizer
 
-    from kdtune.distill import HiddenMatch, KDWeights
+    from kdtune.training.losses import HiddenMatch, KDWeights
     from kdtune.models.attention import use_kd_attention
     from kdtune.models.layer_map import resolve_layer_map
     from kdtune.models.student import build_student
@@ -108,9 +108,9 @@ def run(
     """Train the built student, then score its best checkpoint and the teacher on the test set.
     The student ends with the full vocabulary (a used-vocabulary table is expanded after its test).
 
-    A KD trial first attaches its teacher cache (`kdtune.teacher_cache`), building it if no trial
+    A KD trial first attaches its teacher cache (`kdtune.training.teacher_cache`), building it if no trial
     has; `log` gets its one-line report."""
-    from kdtune import teacher_cache
+    import kdtune.training.teacher_cache as teacher_cache
 
     trial, inputs = built.trial, built.inputs
     cache = teacher_cache.attach(built, device, log) if trial.epochs > 0 else "off"
@@ -122,7 +122,7 @@ def run(
         distiller=built.distiller, callbacks=callbacks, state=state,
     )
     from kdtune.metrics import majority_scores, scores
-    from kdtune.train import predict
+    from kdtune.training.loop import predict
 
     preds, golds = predict(built.student, inputs.test.loader, device, trial.precision)
     test = scores(preds, golds, inputs.test.languages)

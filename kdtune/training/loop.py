@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
+from kdtune.config import default_of
 from kdtune.metrics import DEFAULT_METRIC, scores
 from kdtune.models import vocab
-from kdtune.runtime import autocast_for, capture_rng, fast_matmul, restore_rng, to_device
+from kdtune.training.runtime import autocast_for, capture_rng, fast_matmul, restore_rng, to_device
 
 
 class NonFiniteLoss(RuntimeError):
@@ -36,17 +37,19 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class TrainSettings:
-    epochs: float = 30
-    max_steps: int | None = None  # caps epochs * steps_per_epoch when set
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    eval_steps: int = 5000
-    log_steps: int = 50
-    seed: int = 1
-    max_grad_norm: float = 1.0  # clip the global gradient norm, as transformers' Trainer; 0 = off
+    """How one model trains; each default is the trial config's (`kdtune.config.TrialConfig`)."""
+
+    epochs: float = default_of("epochs")
+    max_steps: int | None = default_of("max_steps")  # caps epochs * steps_per_epoch when set
+    lr: float = default_of("lr")
+    weight_decay: float = default_of("weight_decay")
+    warmup_ratio: float = default_of("warmup_ratio")
+    eval_steps: int = default_of("eval_steps")
+    log_steps: int = default_of("log_steps")
+    seed: int = default_of("seed")
+    max_grad_norm: float = default_of("max_grad_norm")  # clip the global gradient norm, as transformers' Trainer; 0 = off
     metric: str = DEFAULT_METRIC  # the validation score that picks the best checkpoint
-    precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 otherwise
+    precision: str = default_of("precision")  # auto: bf16 autocast on CUDA when supported, fp32 otherwise
     compile: bool = False  # torch.compile the student and teacher (pays only for long runs)
 
     @classmethod
@@ -65,10 +68,10 @@ class Distiller:
 
     teacher: torch.nn.Module
     layer_map: list[int]
-    weights: Any  # kdtune.distill.KDWeights
-    hidden_match: torch.nn.Module  # kdtune.distill.HiddenMatch (may hold learnable W)
+    weights: Any  # kdtune.training.losses.KDWeights
+    hidden_match: torch.nn.Module  # kdtune.training.losses.HiddenMatch (may hold learnable W)
     head_map: list[int] | None = None
-    # A kdtune.teacher_cache.TeacherCache: the teacher's outputs read from disk instead of computed
+    # A kdtune.training.teacher_cache.TeacherCache: the teacher's outputs read from disk instead of computed
     # (training batches carry a ``row`` tensor that indexes it). None: run the teacher.
     teacher_cache: Any = None
 
@@ -250,7 +253,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
             return {"total": loss}
         return nonkd_step
 
-    from kdtune.distill import kd_losses
+    from kdtune.training.losses import kd_losses
 
     from kdtune.models.attention import attention_by_layer
 
@@ -287,7 +290,7 @@ def make_step(model, distiller: Distiller | None, device: torch.device, precisio
 @torch.inference_mode()
 def teacher_outputs(teacher, inputs: dict, flags: dict):
     """The teacher's forward pass. Under inference_mode: no autograd graph, no saved activations
-    and no version counters, since its outputs are constants of the loss (kdtune.distill)."""
+    and no version counters, since its outputs are constants of the loss (kdtune.training.losses)."""
     return teacher(**inputs, **flags)
 
 

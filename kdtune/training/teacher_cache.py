@@ -3,7 +3,7 @@
 Every KD trial of a sweep runs the same eval-mode teacher over the same training rows, epoch
 after epoch (Table 2: 36 KD students x 30 epochs). The teacher is frozen and in eval mode, so its
 output for a row does not depend on the trial, the epoch or the batch the row lands in. This
-module stores exactly what `kdtune.distill.kd_losses` reads, per training row and unpadded:
+module stores exactly what `kdtune.training.losses.kd_losses` reads, per training row and unpadded:
 
 - ``logits``            (rows, labels);
 - ``hidden.npy``        (tokens, H, D): per real token, the stored hidden states, ``hidden_layers``
@@ -45,7 +45,6 @@ import collections
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from kdtune.atomic import build_once
 
 FORMAT = 1
 DONE = "cache.json"
@@ -142,7 +143,7 @@ def estimate_bytes(lengths: np.ndarray, teacher_config, hidden_layers, att_layer
 def compute_regime(device: torch.device, precision: str) -> str:
     """How the teacher's numbers are computed, part of the cache key: bf16 autocast, fp32 products
     on TF32 tensor cores (CUDA, precision auto without bf16), or full fp32 (`precision: fp32`)."""
-    from kdtune.runtime import autocast_for, uses_tf32
+    from kdtune.training.runtime import autocast_for, uses_tf32
 
     if isinstance(autocast_for(device, precision), torch.autocast):
         return "bf16"
@@ -160,40 +161,32 @@ def attach(built, device: torch.device, log: Callable[[str], None] = lambda msg:
     rows = built.inputs.train_loader(0).dataset
     spec = spec_for(built, rows, compute_regime(device, trial.precision))
     folder = Path(built.teacher_dir) / FOLDER / spec.key
-    if is_complete(folder):
-        COUNTS["reused"] += 1
-        log(f"teacher cache: reusing {folder}")
-        distiller.teacher_cache = TeacherCache(folder)
-        return "reused"
-    from filelock import FileLock
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if is_complete(folder):  # another trial built it while this one waited
-            COUNTS["reused"] += 1
-            log(f"teacher cache: reusing {folder}")
-            distiller.teacher_cache = TeacherCache(folder)
-            return "reused"
-        for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # killed writes: never read
-            shutil.rmtree(stale, ignore_errors=True)
-        if folder.exists():  # no marker: not a cache
-            shutil.rmtree(folder)
+    def build(tmp: Path) -> None:
         lengths = row_lengths(rows)
         size = estimate_bytes(lengths, distiller.teacher.config, spec.hidden_layers, spec.att_layers)
         free = shutil.disk_usage(folder.parent).free
         if size > FREE_SPACE_SHARE * free:
-            COUNTS["skipped"] += 1
-            why = f"needs {size / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
-            log(f"teacher cache: not built ({why}); running the teacher instead")
-            return f"skipped: {why}"
+            raise _NoRoom(f"needs {size / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
         log(f"teacher cache: building {folder} ({len(lengths)} rows, {size / 2**20:.0f} MiB)")
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         tmp.mkdir()
         write(tmp, distiller.teacher, rows, lengths, spec, built.tokenizer, device, trial.precision)
-        os.replace(tmp, folder)
-    COUNTS["built"] += 1
+
+    try:
+        made = build_once(folder, build, done=is_complete)
+    except _NoRoom as no_room:
+        COUNTS["skipped"] += 1
+        log(f"teacher cache: not built ({no_room}); running the teacher instead")
+        return f"skipped: {no_room}"
+    if not made:
+        log(f"teacher cache: reusing {folder}")
+    COUNTS["built" if made else "reused"] += 1
     distiller.teacher_cache = TeacherCache(folder)
-    return "built"
+    return "built" if made else "reused"
+
+
+class _NoRoom(Exception):
+    """Not enough free disk for the cache: the trial runs the teacher instead."""
 
 
 def is_complete(folder: Path) -> bool:
@@ -207,8 +200,8 @@ def write(folder: Path, teacher, rows, lengths: np.ndarray, spec: CacheSpec, tok
 
     from kdtune.data import make_loader
     from kdtune.models.attention import attention_by_layer
-    from kdtune.runtime import autocast_for, fast_matmul, to_device
-    from kdtune.train import teacher_outputs
+    from kdtune.training.runtime import autocast_for, fast_matmul, to_device
+    from kdtune.training.loop import teacher_outputs
 
     c = teacher.config
     tok_off = np.concatenate([[0], np.cumsum(lengths)])

@@ -1,6 +1,6 @@
 """The Ray Tune function trainable: one trial config in, one tracked MLflow child run out.
 
-`run_trial` glues `kdtune.trial` (data, models, training) to Ray (`tune.report` per evaluation,
+`run_trial` glues `kdtune.training.trial` (data, models, training) to Ray (`tune.report` per evaluation,
 checkpoints) and to MLflow (through `kdtune.tracking`). Resume state lives in the content-keyed
 folder `<store>/checkpoints/<config_hash>/`, so a trial resumes from its last evaluation whether
 Ray retries it or a new `kdtune sweep` run starts it again. Ray itself is handed no checkpoint:
@@ -19,30 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.config import make_trial, sampled_values, search_name, study_key
-from kdtune.metrics import best_metric, heldout_metric, reported_metric, val_metric
+from kdtune.sweep.lifecycle import TrialLifecycle
+from kdtune.metrics import (
+    MAJORITY_HELDOUT, TEACHER_HELDOUT, best_metric, heldout_metric, metric_name, val_metric,
+)
 from kdtune.tracking.runs import Tracker
 from kdtune.tracking.tags import (
-    ATTEMPTS, CONFIG_HASH, FAILURE, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE,
-    STOPPED, STOPPED_BY_RAY, STUDY, SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
+    ATTEMPTS, CONFIG_HASH, INTERRUPTED, KIND, NODE_ID, NODE_IP, RESUMED_FROM_STEP, SAMPLED, SPACE, STOPPED,
+    STUDY, SUPERSEDED, SWEEP, TEACHER_CACHE, TEACHER_KEY,
 )
 
 FAULT_ENV = "KDTUNE_FAULT"  # test hook, see inject_fault
-DIVERGED = "diverged"  # the result key of a trial a non-finite loss ended
-EVALS = "evals"  # the result key the schedulers count time in: evaluations so far
 
 
+# About 100 lines, on purpose: one trial's try/except, whose exits are the states of its
+# TrialLifecycle (finished, failed, stopped); its setup and callbacks stay inline so that every
+# except clause sees the same run (splitting them would spread the lifecycle again).
 def run_trial(config: dict[str, Any]) -> None:
     import ray
     import torch
     from ray import tune
 
-    from kdtune import trial as trial_lib
-    from kdtune.checkpoint import has_checkpoint
-    from kdtune.teachers import ensure_teacher
+    import kdtune.training.trial as trial_lib
+    from kdtune.training.checkpoint import has_checkpoint
+    from kdtune.training.teacher_store import ensure_teacher
     from kdtune.tracking.teachers import fetch_teacher, log_teacher
     from kdtune.metrics import METRICS
-    from kdtune.runtime import pick_device
-    from kdtune.train import Callbacks, NonFiniteLoss
+    from kdtune.training.runtime import pick_device
+    from kdtune.training.loop import Callbacks, NonFiniteLoss
 
     trial = make_trial(config["trial"])
     ctx = config["ctx"]
@@ -55,8 +59,7 @@ def run_trial(config: dict[str, Any]) -> None:
     tracker.set_tags(run_id, node)
     device = pick_device()
     started = time.time()
-    finished = False
-    evals = [0]  # evaluations so far, counted on across a resume: the time the schedulers count in
+    life = TrialLifecycle(tracker, run_id, trial.metric, tune.report)
     try:
         inject_fault(trial.run_name, attempt)
         teacher_dir = ensure_teacher(
@@ -68,7 +71,7 @@ def run_trial(config: dict[str, Any]) -> None:
         state = None
         if has_checkpoint(ckpt_dir):
             state, _ = trial_lib.load_checkpoint(ckpt_dir, built)
-            evals[0] = len(state.history)
+            life.evals = len(state.history)
             tracker.set_tags(run_id, {RESUMED_FROM_STEP: state.step})
         tracker.log_dict(run_id, built.copy_report.to_dict(), "copy_report.json")
         s_cfg, t_cfg = built.student.config, built.teacher.config
@@ -93,12 +96,7 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_metrics(run_id, val, step)
             if step > 0:
                 trial_lib.save_checkpoint(ckpt_dir, built, st, {"run_id": run_id})
-            # Only the trial's own metric goes to Ray: a scheduler set to another name then fails
-            # loudly (Ray's strict metric check) instead of comparing the wrong F1.
-            evals[0] = len(st.history)
-            report = {reported_metric(trial.metric): metrics[trial.metric], "metric": trial.metric,
-                      "best_val": st.best_score, "step": step, "node": node[NODE_IP], EVALS: evals[0]}
-            tune.report(report)
+            life.evaluated(step, metrics[trial.metric], st.best_score, len(st.history), node[NODE_IP])
 
         outcome = trial_lib.run(built, device, Callbacks(on_log=on_log, on_eval=on_eval), state)
         log_outcome(tracker, run_id, outcome, time.time() - started)
@@ -108,41 +106,23 @@ def run_trial(config: dict[str, Any]) -> None:
                 built.student.save_pretrained(tmp)
                 built.tokenizer.save_pretrained(tmp)
                 tracker.log_folder(run_id, tmp, "student")
-        tracker.end_run(run_id, "FINISHED")
-        finished = True
+        life.finish()
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        best = outcome.best_val[trial.metric]
-        tune.report({reported_metric(trial.metric): best, "metric": trial.metric, "best_val": best,
-                     "test": outcome.test[trial.metric], "step": outcome.steps, EVALS: evals[0]})
+        life.report_final(outcome.best_val[trial.metric], outcome.test[trial.metric], outcome.steps)
     except NonFiniteLoss as exc:
         # Retrying a diverged run with the same seed diverges again: fail it, keep the sweep going.
-        tracker.set_tags(run_id, {FAILURE: str(exc)})
-        tracker.log_text(run_id, traceback.format_exc(), "error.txt")
-        tracker.end_run(run_id, "FAILED")
-        # Ray Tune refuses (and fails the whole sweep) a trial that ends without ever reporting
-        # its metric, as one that diverges before its first evaluation would: it scores nothing.
-        tune.report({reported_metric(trial.metric): 0.0, DIVERGED: 1, EVALS: evals[0]})
+        life.diverged(str(exc), traceback.format_exc())
     except SystemExit:
         # tune.report exits the trial when Ray stops it (a scheduler's early stop, or the end).
-        if not finished:
-            end_stopped_run(tracker, run_id)
+        if not life.ended:
+            life.stopped()
         raise
     except BaseException as exc:
-        if finished:  # failed after its run was complete (e.g. the last report): the run stands
+        if life.ended:  # failed after its run was complete (e.g. the last report): the run stands
             raise
         reason = "CUDA out of memory" if "out of memory" in str(exc).lower() else type(exc).__name__
-        tracker.set_tags(run_id, {FAILURE: f"{reason}: {str(exc)[:500]}"})
-        tracker.log_text(run_id, traceback.format_exc(), "error.txt")
-        tracker.end_run(run_id, "FAILED")
+        life.fail(f"{reason}: {str(exc)[:500]}", traceback.format_exc())
         raise
-
-
-def end_stopped_run(tracker: Tracker, run_id: str) -> None:
-    """End a run Ray stopped. The driver says why (early stop or interrupt); on a loaded machine
-    it may have said so before this thread got here, and its verdict is the one to keep."""
-    if STOPPED not in tracker.tags(run_id):
-        tracker.set_tags(run_id, {STOPPED: STOPPED_BY_RAY})
-    tracker.end_run(run_id, "KILLED")
 
 
 def attach_run(tracker: Tracker, trial, parent: str, sweep: str, space: dict | None = None) -> tuple[str, int]:
@@ -184,15 +164,15 @@ def log_outcome(tracker: Tracker, run_id: str, outcome, seconds: float) -> None:
     for m in METRICS:
         metrics[best_metric(m)] = outcome.best_val[m]
         metrics[heldout_metric(m)] = outcome.test[m]
-        metrics[f"teacher_test_{m}"] = outcome.teacher_test[m]
-        metrics[f"majority_test_{m}"] = outcome.majority_test[m]
+        metrics[metric_name(TEACHER_HELDOUT, m)] = outcome.teacher_test[m]
+        metrics[metric_name(MAJORITY_HELDOUT, m)] = outcome.majority_test[m]
         metrics.update({f"{heldout_metric(m)}/{lang}": v[m] for lang, v in outcome.test["per_language"].items()})
     tracker.log_metrics(run_id, metrics, outcome.steps)
     teacher_pl = outcome.teacher_test.get("per_language", {})
     nan = {m: float("nan") for m in METRICS}
     rows = [(lang, *(f"{v[m]:.6f}" for m in METRICS), *(f"{teacher_pl.get(lang, nan)[m]:.6f}" for m in METRICS))
             for lang, v in outcome.test["per_language"].items()]
-    header = ["language", *(heldout_metric(m) for m in METRICS), *(f"teacher_test_{m}" for m in METRICS)]
+    header = ["language", *(heldout_metric(m) for m in METRICS), *(metric_name(TEACHER_HELDOUT, m) for m in METRICS)]
     tracker.log_table_csv(run_id, header, rows, "per_language.csv")
 
 
