@@ -170,6 +170,7 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
     from kdtune.bench.memory import peak_memory
     from kdtune.bench.paths import kdtune_path, reference_path
     from kdtune.bench.vocab import pair as vocab_pair
+    from kdtune.bench.timing import ratio
     from kdtune.training.runtime import autocast_for, seed_everything
 
     trial = dataclasses.replace(prepared.trial, batch_size=batch_size)
@@ -254,13 +255,6 @@ def measure_batch(prepared, batch_size: int, opts: BenchOptions, device, log, me
     out["cache_speedup"] = ratio(kd, plain)  # adjacent runs: the cache's paired effect
     out["ablations"] = ablations
     return out
-
-
-def ratio(a, b) -> dict:
-    """a's examples/s over b's: median over median, and the extremes paired crosswise."""
-    return {"median": a.examples_per_s.median / b.examples_per_s.median,
-            "min": a.examples_per_s.low / b.examples_per_s.high,
-            "max": a.examples_per_s.high / b.examples_per_s.low}
 
 
 def _autocasts(ctx) -> bool:

@@ -71,3 +71,10 @@ def rate_samples(run_once: Callable[[], float], device: torch.device, repeats: i
         sync(device)
         samples.append(work / (time.perf_counter() - start))
     return spread(samples)
+
+
+def ratio(a, b) -> dict:
+    """a's examples/s over b's: median over median, and the extremes paired crosswise."""
+    return {"median": a.examples_per_s.median / b.examples_per_s.median,
+            "min": a.examples_per_s.low / b.examples_per_s.high,
+            "max": a.examples_per_s.high / b.examples_per_s.low}

@@ -31,7 +31,7 @@ def pair(built, first, splits, device, repeats: int, group: int, compile: bool, 
     state dict (else None): the reference path trains the full table."""
     from kdtune.training import trial as trial_lib
     from kdtune.bench.paths import kdtune_path
-    from kdtune.bench.run import ratio
+    from kdtune.bench.timing import ratio
     from kdtune.models import vocab
     from kdtune.training.runtime import seed_everything
 
