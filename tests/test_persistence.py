@@ -193,7 +193,7 @@ def test_a_slimmed_checkpoint_keeps_the_best_weights_and_nothing_an_unfinished_r
     fresh = torch.nn.Linear(4, 3)
     before = {k: v.clone() for k, v in fresh.state_dict().items()}
     logs: list = []
-    assert resume(tmp_path / "slim", fresh, torch.device("cpu"), [], [], "macro_f1", 30, logs.append) is None
+    assert resume(tmp_path / "slim", fresh, torch.device("cpu"), "macro_f1", 30, logs.append) is None
     assert "not resumed (at step 20 (finished), this seed has 30)" in logs[0] and not (tmp_path / "slim").exists()
     assert all(torch.equal(fresh.state_dict()[k], before[k]) for k in before)  # its own weights put back
 

@@ -23,8 +23,9 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from kdtune.atomic import build_once
@@ -123,39 +124,26 @@ def fine_tune(
             rows = [inputs.train_loader(0).dataset, inputs.validation.loader.dataset]
             vocab.trim_where_it_pays(model, vocab.used_ids(rows, vocab.special_ids(tokenizer, model)))
         settings = TrainSettings.from_fields(spec, seed=seed)
-        losses: list[tuple[int, float]] = []
         n_steps = total_steps(settings, len(inputs.train_loader(0)))
-        where = f"teacher {spec.key} seed {seed}"
-        name = spec.metric.replace("_", "-").replace("f1", "F1")
-
-        val: list[float] = []
         ckpt = Path(resume_dir) / f"seed-{seed}" if resume_dir is not None else None
-        state = resume(ckpt, model, device, losses, val, spec.metric, n_steps, log) if ckpt is not None else None
+        resumed = resume(ckpt, model, device, spec.metric, n_steps, log) if ckpt is not None else None
+        run = SeedRun(f"teacher {spec.key} seed {seed}", n_steps, spec.metric, model, device, ckpt, progress,
+                      resumed.losses if resumed else [], resumed.val if resumed else [])
+        state = resumed.state if resumed else None
         if state is not None:
-            log(f"{where}: resuming from step {state.step} of {n_steps}")
-            progress(f"{where}: resuming from step {state.step}/{n_steps}")
-
-        def on_log(step: int, logs: dict, where=where, n_steps=n_steps, losses=losses, val=val, name=name) -> None:
-            losses.append((step, logs["total"]))
-            last = f", last val {name} {val[-1]:.4f}" if val else ""
-            progress(f"{where}: step {step}/{n_steps}, train loss {logs['total']:.4f}{last}")
-
-        def on_eval(step: int, metrics: dict, st, val=val, ckpt=ckpt, model=model, losses=losses) -> None:
-            val.append(metrics[spec.metric])
-            if ckpt is not None:
-                save_checkpoint(ckpt, model, st, {"train_loss": losses, "device": device.type})
-
-        cb = Callbacks(on_log=on_log, on_eval=on_eval)
+            log(f"{run.where}: resuming from step {state.step} of {n_steps}")
+            progress(f"{run.where}: resuming from step {state.step}/{n_steps}")
+        cb = Callbacks(on_log=run.on_log, on_eval=run.on_eval)
         # A resumed seed's state carries torch's random state (train restores it). A seed that
         # had finished only loads its best weights (train's loop has no step left to run).
         result = train(model, inputs.train_loader, inputs.validation.loader, settings, device, callbacks=cb,
                        state=state)
         vocab.restore_full(model, result.decay_to_best)
-        log(f"teacher {spec.key} seed {seed}: best val {name} {result.best_score:.4f} at step {result.best_step}")
+        log(f"{run.where}: best val {run.metric_name} {result.best_score:.4f} at step {result.best_step}")
         if ckpt is not None:  # kept until the teacher is complete, but only its best weights
             slim_checkpoint(ckpt)
         seeds.append({"seed": seed, "best_val": result.best_score, "best_step": result.best_step,
-                      "steps": result.steps, "train_loss": losses})
+                      "steps": result.steps, "train_loss": run.losses})
         if best is None or result.best_score > best[0]:
             best = (result.best_score, seed)
             model.save_pretrained(out)
@@ -176,14 +164,53 @@ def fine_tune(
     return info
 
 
-def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, n_steps: int,
-           log: Callable[[str], None] = print):
-    """The TrainState of a seed's checkpoint, its weights loaded into `model` and its loss and
-    validation records into `losses` and `val`; None when there is none to continue from. One
-    written on another kind of device is set aside: its precision (bf16 autocast on a GPU) and
-    random state would make the teacher half one run and half another. So is one whose step does
-    not fit this seed's `n_steps` (past it, or finished short of it: it would go on training from
-    weights that are not its live ones)."""
+@dataclass
+class SeedRun:
+    """One teacher seed's training records and the callbacks that keep them: the loss per log step,
+    the validation score per evaluation (its progress line shows the last), a checkpoint per
+    evaluation when the teacher resumes. (A record built once per seed, so its fields are many;
+    its methods replace closures that bound the loop's variables through default arguments.)"""
+
+    where: str
+    n_steps: int
+    metric: str
+    model: Any
+    device: Any
+    ckpt: Path | None
+    progress: Callable[[str], None]
+    losses: list = field(default_factory=list)  # (step, training loss)
+    val: list = field(default_factory=list)  # validation `metric` per evaluation
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.replace("_", "-").replace("f1", "F1")
+
+    def on_log(self, step: int, logs: dict) -> None:
+        self.losses.append((step, logs["total"]))
+        last = f", last val {self.metric_name} {self.val[-1]:.4f}" if self.val else ""
+        self.progress(f"{self.where}: step {step}/{self.n_steps}, train loss {logs['total']:.4f}{last}")
+
+    def on_eval(self, step: int, metrics: dict, state) -> None:
+        self.val.append(metrics[self.metric])
+        if self.ckpt is not None:
+            save_checkpoint(self.ckpt, self.model, state, {"train_loss": self.losses, "device": self.device.type})
+
+
+@dataclass
+class Resumed:
+    """What a seed's checkpoint gives back: the TrainState to continue from and its records."""
+
+    state: Any
+    losses: list
+    val: list
+
+
+def resume(ckpt: Path, model, device, metric: str, n_steps: int, log: Callable[[str], None] = print) -> Resumed | None:
+    """A seed's checkpoint, its weights loaded into `model`; None when there is none to continue
+    from. One written on another kind of device is set aside: its precision (bf16 autocast on a
+    GPU) and random state would make the teacher half one run and half another. So is one whose
+    step does not fit this seed's `n_steps` (past it, or finished short of it: it would go on
+    training from weights that are not its live ones)."""
     if not has_checkpoint(ckpt):
         return None
     fresh = {k: v.detach().clone() for k, v in model.state_dict().items()}  # if loading fails halfway
@@ -201,9 +228,7 @@ def resume(ckpt: Path, model, device, losses: list, val: list, metric: str, n_st
         shutil.rmtree(ckpt, ignore_errors=True)
         log(f"teacher checkpoint {ckpt} not resumed ({err}): training that seed from the start")
         return None
-    losses.extend((step, loss) for step, loss in meta["train_loss"])
-    val.extend(h[metric] for h in state.history)
-    return state
+    return Resumed(state, [(step, loss) for step, loss in meta["train_loss"]], [h[metric] for h in state.history])
 
 
 def load_info(path: Path) -> dict:
