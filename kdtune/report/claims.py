@@ -11,7 +11,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from kdtune.report.paper import CLASSES, load_paper_numbers
+from kdtune.report.paper import CLASSES, PAPER_DATASETS, load_paper_numbers
 from kdtune.report.records import Cell, init_label
 from kdtune.report.table_parts import Table
 
@@ -83,7 +83,7 @@ def paper_chance(dataset: str) -> float | None:
     """The paper's random row (Table 5) for `dataset`."""
     for row in load_paper_numbers()["table5"]["rows"]:
         if row[0] == "random":
-            return dict(zip(("massive", "tsm"), row[1:])).get(dataset)
+            return dict(zip(PAPER_DATASETS, row[1:])).get(dataset)
     return None
 
 
