@@ -141,10 +141,11 @@ def contrast(finding: str, where: str, dataset: str, a: Cell, b: Cell, labels: t
                  len(xa), len(xb), diff, se, f"{wins}/{pairs}", p, paper_diff, chance, verdict, size, why, near)
 
 
-def versus_chance(finding: str, where: str, dataset: str, cell: Cell, label: str, chance: float | None,
+def versus_chance(what: str, where: str, dataset: str, cell: Cell, chance: float | None,
                   needs_teacher: bool = False) -> Claim | None:
-    """Is the cell above chance, as the paper's is or is not? (`needs_teacher`: a copy of the
-    teacher, judged only where the teacher itself is clear of chance.)"""
+    """Is `what` (from-scratch, copy-only) above chance, as the paper's cell is or is not? The
+    finding reads the way the paper's cell goes. (`needs_teacher`: a copy of the teacher, judged
+    only where the teacher itself is clear of chance.)"""
     paper_random = paper_chance(dataset)
     if not cell.values or chance is None or cell.paper is None or paper_random is None:
         return None
@@ -158,7 +159,7 @@ def versus_chance(finding: str, where: str, dataset: str, cell: Cell, label: str
     if needs_teacher and (cell.teacher is None or cell.teacher < chance + MARGIN):
         verdict = "no verdict"  # a copy of a teacher at chance has nothing to keep
         why = f"its teacher is within {MARGIN:g} points of chance or below it (or unknown)"
-    return Claim(finding, where, dataset, "chance", label, f"chance {chance:.1f}", mean, chance, len(cell.values), 0,
+    return Claim(f"{what} {claimed} chance", where, dataset, "chance", what, f"chance {chance:.1f}", mean, chance, len(cell.values), 0,
                  mean - chance, None, f"{above}/{len(cell.values)}", None, float(cell.paper) - paper_random, chance,
                  verdict, "", why)
 
@@ -213,8 +214,7 @@ def table3_claims(table: Table) -> list[Claim | None]:
             where = f"Table 3, {col.dataset}, trained on {train}{_kd(col.kd)}"
             _orders(out, where, col.dataset, cells)
             if "scratch" in cells:
-                out.append(versus_chance(_chance_finding("from-scratch", cells["scratch"], col.dataset), where,
-                                         col.dataset, cells["scratch"], init_label("scratch"),
+                out.append(versus_chance(init_label("scratch"), where, col.dataset, cells["scratch"],
                                          chance_of(col.dataset, cells["scratch"])))
         for init in ("teacher", "base", "scratch"):
             key = next((k for k in rows if k[0] == init and k[1] == train), None)
@@ -232,15 +232,9 @@ def table4_claims(table: Table) -> list[Claim | None]:
         where = f"Table 4, {col.dataset}, KD, trained on english"
         _orders(out, where, col.dataset, cells)
         if "scratch" in cells:
-            out.append(versus_chance(_chance_finding("from-scratch", cells["scratch"], col.dataset), where, col.dataset,
-                                     cells["scratch"], init_label("scratch"), chance_of(col.dataset, cells["scratch"])))
+            out.append(versus_chance(init_label("scratch"), where, col.dataset, cells["scratch"],
+                                     chance_of(col.dataset, cells["scratch"])))
     return out
-
-
-def _chance_finding(what: str, cell: Cell, dataset: str) -> str:
-    random = paper_chance(dataset)
-    at = cell.paper is not None and random is not None and float(cell.paper) < random + MARGIN
-    return f"{what} {'at' if at else 'above'} chance"
 
 
 def table5_claims(table: Table) -> list[Claim | None]:
@@ -252,8 +246,7 @@ def table5_claims(table: Table) -> list[Claim | None]:
         copied = rows[("without_finetune",)][col.key]
         random = rows.get(("random",), {}).get(col.key)
         chance = chance_of(col.dataset, copied, *([Cell(majority=max(random.values))] if random and random.values else []))
-        out.append(versus_chance(_chance_finding("copy-only", copied, col.dataset), f"Table 5, {col.dataset}",
-                                 col.dataset, copied, "copy-only", chance, needs_teacher=True))
+        out.append(versus_chance("copy-only", f"Table 5, {col.dataset}", col.dataset, copied, chance, needs_teacher=True))
     return out
 
 
