@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 from kdtune.config import SweepSpec
-from kdtune.metrics import best_metric, heldout_metric
+from kdtune.metrics import BEST_VAL, HELDOUT, MAJORITY_HELDOUT, TEACHER_HELDOUT, metric_name
 from kdtune.sweep.lifecycle import settle
 from kdtune.tracking.tags import CONFIG_HASH, EARLY_STOPPED, INTERRUPTED, STOPPED, STOPPED_BY_RAY, SUPERSEDED
 
@@ -81,8 +82,7 @@ def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
                   key=lambda r: r.info.run_name or "")
     metric = spec.metric
     w = min(110, max([58] + [len(r.info.run_name or "") for r in runs]))  # a search's names carry its values
-    keys = (best_metric(metric), heldout_metric(metric), f"teacher_{heldout_metric(metric)}",
-            f"majority_{heldout_metric(metric)}")
+    keys = [metric_name(stem, metric) for stem in (BEST_VAL, HELDOUT, TEACHER_HELDOUT, MAJORITY_HELDOUT)]
     say(f"\n{'run':{w}s} {'status':9s} {'val ' + metric:>12s} {'test ' + metric:>13s} {'teacher':>8s} {'majority':>8s}")
     for r in runs:
         m = r.data.metrics
@@ -105,8 +105,6 @@ def print_summary(tracker, parent: str, spec: SweepSpec, say: Callable) -> None:
 
 def _seeds_per_setting(runs) -> list[int]:
     """How many FINISHED seeds each setting (the run's params without its seed) has."""
-    from collections import Counter
-
     counts = Counter(tuple(sorted((k, v) for k, v in r.data.params.items() if k != "seed"))
                      for r in runs if r.info.status == "FINISHED")
     return list(counts.values())
